@@ -1,0 +1,254 @@
+"""The configuration schema shared by every ``wsss`` subcommand.
+
+One YAML file (``configs/**.yaml``) describes a whole run: the dataset, the classifier, CAM export,
+pseudo masks, the segmenter and the Lightning trainer. Every field has a default that works on the
+built-in synthetic data, so ``wsss demo`` needs no file at all. The CLI (:mod:`wsss.cli`) parses these
+dataclasses with jsonargparse, so any field can be overridden on the command line
+(``--classifier.max_steps 200``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and splits to use.
+
+    Args:
+        name: dataset family: ``synthetic`` (built-in, generated on first use), ``voc``, ``coco`` or
+            ``folder`` (your own data, layout in ``data/README.md``).
+        root: dataset root (for VOC the folder holding ``VOCdevkit``).
+        train_split: split the classifier and the segmenter train on.
+        val_split: split the segmenter is evaluated on.
+        cam_split: split CAMs and pseudo masks are made for (pseudo-label mIoU is reported on it).
+        kwargs: extra keyword arguments of the dataset class (e.g. synthetic generator settings).
+        num_workers: DataLoader worker processes.
+        skip_bad_images: drop unreadable images (logged) instead of stopping with an error.
+    """
+
+    name: str = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    cam_split: str = "train"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+    skip_bad_images: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning trainer settings shared by the classifier and segmenter stages.
+
+    Args:
+        accelerator: ``cpu``, ``gpu``, ``auto``... (passed to Lightning unchanged).
+        devices: device count or ``auto``; several devices run DDP.
+        strategy: Lightning strategy (``auto``, ``ddp``...).
+        num_nodes: nodes for multi-node DDP.
+        precision: Lightning precision string.
+        loggers: any of ``csv``, ``tensorboard``, ``wandb`` (wandb runs offline when
+            ``WANDB_MODE=offline``; it is never required).
+        wandb_project: project name for the wandb logger.
+        log_every_n_steps: logging period.
+        deterministic: ask Lightning/torch for deterministic algorithms.
+    """
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    wandb_project: str = "wsss"
+    log_every_n_steps: int = 10
+    deterministic: bool = False
+
+
+@dataclass
+class ClassifierConfig:
+    """Image-level classifier (stage ``train-cls``).
+
+    Args:
+        backbone: a name of ``wsss.models.BACKBONES``.
+        pretrained: False, True (weights shipped with a package or at the documented path) or a path
+            to a local weight file.
+        backbone_kwargs: extra backbone arguments (e.g. ``depth`` for ``vit_custom``).
+        pooling: ``gap``, ``gmp`` or ``softmax`` (softmax-with-temperature pooling).
+        temperature: temperature of ``softmax`` pooling.
+        aux_layer: block/stage index of the auxiliary classifier (None = no auxiliary head).
+        aux_weight: weight of the auxiliary classification loss.
+        optimizer: ``sgd`` or ``adamw``.
+        lr: base learning rate (backbone); new layers get ``lr * head_lr_mult``.
+        head_lr_mult: learning-rate multiplier of the new layers.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        warmup_steps: linear warm-up steps.
+        max_steps: training iterations.
+        batch_size: images per step (per device).
+        crop_size: square training crop.
+        scale_range: random rescale range before cropping.
+        refiners: refiner configs, each a dict with a ``name`` from ``wsss.refiners.REFINERS``.
+    """
+
+    backbone: str = "resnet18"
+    pretrained: bool | str = False
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "gap"
+    temperature: float = 1.0
+    aux_layer: int | None = None
+    aux_weight: float = 1.0
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    head_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 50
+    max_steps: int = 900
+    batch_size: int = 16
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.7, 1.3)
+    refiners: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CamConfig:
+    """CAM export (stage ``cams``).
+
+    Args:
+        method: a name of ``wsss.cams.CAM_METHODS``.
+        target_layer: dotted module name the method reads (``feature_map`` = the classifier's input map).
+        preset: multi-scale scheme: ``irn`` (1.0/0.5/1.5/2.0, flips summed) or ``toco``
+            (1.0/0.5/1.5, flips by max).
+        scales: override the preset's scales.
+        flip: add horizontally flipped inputs.
+        overlay_methods: CAM methods drawn side by side in the report.
+    """
+
+    method: str = "cam"
+    target_layer: str = "feature_map"
+    preset: str = "irn"
+    scales: list[float] | None = None
+    flip: bool = True
+    overlay_methods: list[str] = field(default_factory=lambda: ["cam", "gradcam", "gradcampp", "layercam"])
+
+
+@dataclass
+class PseudoConfig:
+    """Pseudo masks from CAMs (stage ``pseudo``).
+
+    Args:
+        bg_threshold: background threshold; None = the best threshold of the seed-CAM sweep on the
+            CAM split (the sweep needs ground truth; without it 0.25 is used).
+        high: with ``low``, the ToCo-style ignore band: ``max >= high`` -> class, ``< low`` -> background,
+            between -> 255.
+        low: see ``high``.
+        crf: also write dense-CRF refined masks (``pseudo_crf/``).
+        crf_n_iter: CRF mean-field iterations.
+        crf_gauss_sxy: Gaussian kernel spatial std.
+        crf_gauss_compat: Gaussian kernel weight (0 drops it).
+        crf_bi_sxy: bilateral kernel spatial std.
+        crf_bi_srgb: bilateral kernel colour std.
+        crf_bi_compat: bilateral kernel weight (0 drops it).
+        workers: worker processes (None = all cores).
+    """
+
+    bg_threshold: float | None = None
+    high: float | None = None
+    low: float | None = None
+    crf: bool = True
+    crf_n_iter: int = 10
+    crf_gauss_sxy: float = 1.0
+    crf_gauss_compat: float = 1.0
+    crf_bi_sxy: float = 121.0
+    crf_bi_srgb: float = 5.0
+    crf_bi_compat: float = 4.0
+    workers: int | None = None
+
+
+@dataclass
+class SegmenterConfig:
+    """Segmentation network trained on pseudo masks (stage ``train-seg``).
+
+    Args:
+        masks: which masks to train on: ``pseudo_crf``, ``pseudo``, ``gt`` (fully supervised upper
+            bound) or a folder of ``<id>.png`` masks.
+        fully_supervised: in ``pipeline``, also train the same segmenter on ground truth.
+        backbone: a name of ``wsss.models.BACKBONES``.
+        pretrained: as for the classifier.
+        backbone_kwargs: extra backbone arguments.
+        head: a name of ``wsss.models.seg_heads.SEG_HEADS``.
+        head_kwargs: extra head arguments.
+        optimizer: ``sgd`` or ``adamw``.
+        lr: base learning rate; new layers get ``lr * head_lr_mult``.
+        head_lr_mult: learning-rate multiplier of the head.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        warmup_steps: linear warm-up steps.
+        max_steps: training iterations.
+        batch_size: images per step (per device).
+        crop_size: square training crop.
+        scale_range: random rescale range.
+        eval_scales: inference scales (multi-scale fusion when several).
+        eval_flip: add flipped inputs at inference.
+        eval_crf: dense CRF on the segmenter's softmax at inference.
+    """
+
+    masks: str = "pseudo_crf"
+    fully_supervised: bool = True
+    backbone: str = "resnet18"
+    pretrained: bool | str = False
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "aspp"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    head_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 50
+    max_steps: int = 600
+    batch_size: int = 16
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.7, 1.3)
+    eval_scales: list[float] = field(default_factory=lambda: [1.0])
+    eval_flip: bool = False
+    eval_crf: bool = False
+
+
+@dataclass
+class RunConfig:
+    """A whole run: every stage reads the section it needs.
+
+    Args:
+        out: output folder; each stage writes a subfolder (``classifier/``, ``cams/``, ``pseudo/``,
+            ``pseudo_crf/``, ``segmenter/``, ``report/``) and ``summary.json``.
+        seed: global seed (data order, initialisation, augmentation).
+        data: dataset section.
+        trainer: Lightning trainer section.
+        classifier: classifier section.
+        cams: CAM export section.
+        pseudo: pseudo-mask section.
+        segmenter: segmenter section.
+        report: write the HTML report at the end of ``pipeline``.
+        progress: show progress bars.
+    """
+
+    out: str = "runs/demo"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    cams: CamConfig = field(default_factory=CamConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    report: bool = True
+    progress: bool = True
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+

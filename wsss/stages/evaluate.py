@@ -1,0 +1,42 @@
+"""Stage ``eval``: mIoU of a mask folder, or a background-threshold sweep of a CAM folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from wsss.config import RunConfig
+from wsss.errors import ConfigError
+from wsss.eval.evaluate import evaluate_masks
+from wsss.eval.sweep import sweep_cam_thresholds
+from wsss.io import atomic_write_json
+from wsss.stages.common import dataset_for
+from wsss.stages.pseudo import eval_dir
+
+log = logging.getLogger("wsss")
+
+
+def run_eval(cfg: RunConfig, pred_dir: str | None = None, cam_dir: str | None = None, split: str | None = None,
+             out: str | None = None) -> dict[str, Any]:
+    """Evaluate ``pred_dir`` (masks) or ``cam_dir`` (CAMs) against the ground truth of ``split``.
+
+    Masks default to the val split (segmenter predictions), CAMs to the CAM split (seed quality is
+    reported on the training images, as in the field).
+    """
+    if (pred_dir is None) == (cam_dir is None):
+        raise ConfigError("wsss eval: give exactly one of --pred_dir (mask folder) or --cam_dir (CAM folder)")
+    folder = Path(pred_dir or cam_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"wsss eval: folder {folder} does not exist")
+    target = Path(out) if out else eval_dir(cfg) / folder.name
+    if cam_dir is not None:
+        dataset = dataset_for(cfg, split or cfg.data.cam_split)
+        best_t, best_miou, curve = sweep_cam_thresholds(folder, dataset, out_dir=target, workers=cfg.pseudo.workers,
+                                                        progress=cfg.progress)
+        result = {"threshold": float(best_t), "miou": float(best_miou), "curve": curve}
+        atomic_write_json(target / "sweep.json", result)
+        print(f"best background threshold {best_t:.2f}: mIoU {best_miou:.2f}%  (curve: {target})")
+        return result
+    dataset = dataset_for(cfg, split or cfg.data.val_split)
+    return evaluate_masks(folder, dataset, out_dir=target)

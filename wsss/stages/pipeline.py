@@ -1,0 +1,52 @@
+"""``wsss pipeline``: every stage in order, each skipped when its outputs are complete, then the summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from wsss.config import RunConfig
+from wsss.io import atomic_write_json
+from wsss.stages.cams import run_cams
+from wsss.stages.common import read_stages
+from wsss.stages.pseudo import run_pseudo
+from wsss.stages.report import run_report
+from wsss.stages.summary import summary_table
+from wsss.stages.train_cls import run_train_cls
+from wsss.stages.train_seg import run_train_seg
+
+log = logging.getLogger("wsss")
+
+def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
+    """Run all stages for ``cfg`` and write ``OUT/summary.json`` (+ ``OUT/report/`` when enabled)."""
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    run_train_cls(cfg)
+    run_cams(cfg)
+    pseudo = run_pseudo(cfg)
+    summary: dict[str, Any] = {
+        "seed_cam_miou": pseudo.get("seed_cam_miou"),
+        "seed_cam_threshold": pseudo.get("seed_cam_threshold"),
+        "pseudo_miou": pseudo.get("pseudo_miou"),
+        "pseudo_crf_miou": pseudo.get("pseudo_crf_miou"),
+    }
+    seg = run_train_seg(cfg, cfg.segmenter.masks)
+    summary["seg_miou"] = seg.get("miou")
+    summary["fully_supervised_miou"] = None
+    if cfg.segmenter.fully_supervised:
+        full = run_train_seg(cfg, "gt")
+        summary["fully_supervised_miou"] = full.get("miou")
+    if summary["seg_miou"] is not None and summary["fully_supervised_miou"]:
+        summary["wsss_over_full"] = summary["seg_miou"] / summary["fully_supervised_miou"]
+    summary["seg_trained_on"] = cfg.segmenter.masks
+    summary["stage_seconds"] = {name: rec.get("seconds") for name, rec in read_stages(out).items()}
+    summary["total_seconds"] = round(time.perf_counter() - start, 2)
+    summary["seed"] = cfg.seed
+    atomic_write_json(out / "summary.json", summary)
+    if cfg.report:
+        index = run_report(cfg, summary)
+        log.info("report: %s", index)
+    print(summary_table(summary))
+    return summary

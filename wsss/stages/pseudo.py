@@ -1,0 +1,73 @@
+"""Stage ``pseudo``: seed-CAM threshold sweep, pseudo masks with and without dense CRF, their mIoU."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from wsss.eval.evaluate import evaluate_masks
+from wsss.eval.sweep import sweep_cam_thresholds
+from wsss.pseudo.labeler import make_pseudo_masks
+
+from wsss.config import RunConfig
+from wsss.errors import StageMissingError
+from wsss.io import atomic_write_json
+from wsss.stages.cams import cam_dir
+from wsss.stages.common import dataset_for, stage
+
+log = logging.getLogger("wsss")
+
+DEFAULT_BG_THRESHOLD = 0.25
+
+
+def pseudo_dir(cfg: RunConfig, crf: bool) -> Path:
+    return cfg.out_dir / ("pseudo_crf" if crf else "pseudo")
+
+
+def eval_dir(cfg: RunConfig) -> Path:
+    return cfg.out_dir / "eval"
+
+
+def seed_sweep(cfg: RunConfig) -> dict[str, Any] | None:
+    """Best background threshold of the raw CAMs on the CAM split (None without ground truth)."""
+    dataset = dataset_for(cfg, cfg.data.cam_split)
+    if not dataset.has_masks():
+        log.info("split %s has no ground-truth masks: no seed-CAM sweep", cfg.data.cam_split)
+        return None
+    best_t, best_miou, curve = sweep_cam_thresholds(cam_dir(cfg), dataset, out_dir=eval_dir(cfg) / "seed_cam",
+                                                    workers=cfg.pseudo.workers, progress=cfg.progress)
+    result = {"threshold": float(best_t), "miou": float(best_miou), "curve": curve}
+    atomic_write_json(eval_dir(cfg) / "seed_cam" / "sweep.json", result)
+    return result
+
+
+def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
+    cams = cam_dir(cfg)
+    if not cams.is_dir():
+        raise StageMissingError(f"CAM folder {cams} not found; run `wsss cams` with the same --out first")
+    p = cfg.pseudo
+    results: dict[str, Any] = {}
+    with stage(cfg.out_dir, "pseudo") as record:
+        sweep = seed_sweep(cfg)
+        if sweep is not None:
+            results["seed_cam_miou"] = sweep["miou"]
+            results["seed_cam_threshold"] = sweep["threshold"]
+        threshold = p.bg_threshold
+        if threshold is None:
+            threshold = sweep["threshold"] if sweep is not None else DEFAULT_BG_THRESHOLD
+        results["bg_threshold"] = threshold
+        dataset = dataset_for(cfg, cfg.data.cam_split)
+        for crf in ([False, True] if p.crf else [False]):
+            out = pseudo_dir(cfg, crf)
+            make_pseudo_masks(
+                cams, dataset, out, bg_threshold=threshold, high=p.high, low=p.low, crf=crf,
+                crf_params=dict(n_iter=p.crf_n_iter, gauss_sxy=p.crf_gauss_sxy, gauss_compat=p.crf_gauss_compat,
+                                bi_sxy=p.crf_bi_sxy, bi_srgb=p.crf_bi_srgb, bi_compat=p.crf_bi_compat),
+                workers=p.workers, progress=cfg.progress,
+            )
+            if dataset.has_masks():
+                result = evaluate_masks(out, dataset, out_dir=eval_dir(cfg) / out.name)
+                results["pseudo_crf_miou" if crf else "pseudo_miou"] = float(result["miou"])
+        record.update(results)
+    return results

@@ -1,0 +1,1 @@
+"""Pictures: CAM overlays, mask panels, plots and the static HTML report."""
