@@ -1,0 +1,92 @@
+"""The image-level classifier: backbone, bias-free 1x1 head, optional auxiliary head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wsss.errors import ConfigError
+from wsss.models import build_backbone
+from wsss.models.classifier_heads import ClassifierHead
+
+
+class Classifier(nn.Module):
+    """A multi-label classifier over ``num_classes`` foreground classes.
+
+    ``forward`` returns logits only, so CAM libraries see a plain classifier; ``feature_map`` (an
+    identity the final map flows through) is the default CAM target layer and ``get_classifier()``
+    gives the 1x1 conv (timm's API). The auxiliary head reads ``backbone.features[aux_layer]``.
+    """
+
+    def __init__(self, backbone: str, num_classes: int, pooling: str = "gap", temperature: float = 1.0,
+                 aux_layer: int | None = None, pretrained: bool | str = False,
+                 backbone_kwargs: dict[str, Any] | None = None):
+        super().__init__()
+        self.config = dict(backbone=backbone, num_classes=num_classes, pooling=pooling, temperature=temperature,
+                           aux_layer=aux_layer, backbone_kwargs=dict(backbone_kwargs or {}))
+        self.backbone = build_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
+        self.head = ClassifierHead(self.backbone.final_channels, num_classes, pooling, temperature)
+        self.feature_map = nn.Identity()
+        self.aux_layer = aux_layer
+        self.aux_head = None
+        self.aux_feature_map = nn.Identity()
+        if aux_layer is not None:
+            try:
+                channels = self.backbone.out_channels[aux_layer]
+            except IndexError as exc:
+                raise ConfigError(f"classifier.aux_layer {aux_layer} out of range for {backbone} "
+                                  f"({len(self.backbone.out_channels)} blocks/stages)") from exc
+            self.aux_head = ClassifierHead(channels, num_classes, pooling, temperature)
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self.backbone.mean)
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self.backbone.std)
+
+    def get_classifier(self) -> nn.Conv2d:
+        return self.head.classifier
+
+    def forward_outputs(self, x: torch.Tensor, return_attn: bool = False) -> dict[str, Any]:
+        out = self.backbone(x, return_attn=return_attn)
+        features = self.feature_map(out.final)
+        result = {"logits": self.head(features), "features": features, "backbone": out,
+                  "aux_logits": None, "aux_features": None}
+        if self.aux_head is not None:
+            aux = self.aux_feature_map(out.features[self.aux_layer])
+            result["aux_features"] = aux
+            result["aux_logits"] = self.aux_head(aux)
+        return result
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_classes]."""
+        return self.head(self.feature_map(self.backbone(x).final))
+
+    def cam(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw CAMs [B, num_classes, h, w] (1x1 conv of the final map, no bias, no ReLU)."""
+        return self.head.cam(self.feature_map(self.backbone(x).final))
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        heads = [self.head] + ([self.aux_head] if self.aux_head is not None else [])
+        return [p for h in heads for p in h.parameters()]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> Classifier:
+        """Rebuild from a ClassifierModule checkpoint (``weights_only`` load; no pretrained file needed)."""
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            config = ckpt["hyper_parameters"]["model_config"]
+        except KeyError as exc:
+            raise ConfigError(f"{path}: not a wsss classifier checkpoint (no hyper_parameters.model_config)") from exc
+        model = cls(**config)
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state)
+        return model

@@ -1,0 +1,1 @@
+"""Lightning modules (classification, segmentation), their optimisers and metrics."""
