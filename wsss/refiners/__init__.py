@@ -1,0 +1,40 @@
+"""Refiners: training-time and CAM-time plug-ins (see :mod:`wsss.refiners.base`).
+
+``REFINERS`` maps a config name to its class; :func:`build_refiners` turns the config list
+(``[{"name": "toco", ...}, ...]``) into refiner instances, called in order by the modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from wsss.errors import ConfigError
+from wsss.refiners.base import Refiner
+from wsss.refiners.toco import ToCoRefiner
+
+REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner}
+
+
+def build_refiner(name: str, **kwargs: Any) -> Refiner:
+    """Instantiate the refiner registered as ``name`` with ``kwargs``."""
+    if name not in REFINERS:
+        raise ConfigError(f"refiners: unknown refiner {name!r}; choose one of {sorted(REFINERS)}")
+    try:
+        return REFINERS[name](**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"refiners: bad options for refiner {name!r}: {err}") from err
+
+
+def build_refiners(specs: Sequence[Mapping[str, Any]] | None) -> list[Refiner]:
+    """Instantiate a list of refiner configs, each a mapping with a ``name`` key plus options."""
+    refiners = []
+    for i, spec in enumerate(specs or []):
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ConfigError(f"refiners[{i}]: each refiner entry needs a 'name' key; got {spec!r}")
+        options = {k: v for k, v in spec.items() if k != "name"}
+        refiners.append(build_refiner(spec["name"], **options))
+    return refiners
+
+
+__all__ = ["REFINERS", "Refiner", "ToCoRefiner", "build_refiner", "build_refiners"]
