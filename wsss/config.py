@@ -168,6 +168,11 @@ class PseudoConfig:
     crf_bi_compat: float = 4.0
     workers: int | None = None
 
+    def crf_params(self) -> dict[str, float]:
+        """Keyword arguments of :func:`wsss.pseudo.dense_crf`."""
+        return dict(n_iter=self.crf_n_iter, gauss_sxy=self.crf_gauss_sxy, gauss_compat=self.crf_gauss_compat,
+                    bi_sxy=self.crf_bi_sxy, bi_srgb=self.crf_bi_srgb, bi_compat=self.crf_bi_compat)
+
 
 @dataclass
 class SegmenterConfig:

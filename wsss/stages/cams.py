@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from wsss.models.classifier import Classifier
-from wsss.pseudo.cam_export import export_cams
-
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
+from wsss.models.classifier import Classifier
+from wsss.pseudo.cam_export import export_cams
 from wsss.stages.common import dataset_for, stage
 from wsss.stages.train_cls import classifier_ckpt
 

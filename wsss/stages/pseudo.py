@@ -6,13 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from wsss.eval.evaluate import evaluate_masks
-from wsss.eval.sweep import sweep_cam_thresholds
-from wsss.pseudo.labeler import make_pseudo_masks
-
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
+from wsss.eval.evaluate import evaluate_masks
+from wsss.eval.sweep import sweep_cam_thresholds
 from wsss.io import atomic_write_json
+from wsss.pseudo.labeler import make_pseudo_masks
 from wsss.stages.cams import cam_dir
 from wsss.stages.common import dataset_for, stage
 
@@ -62,8 +61,7 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
             out = pseudo_dir(cfg, crf)
             make_pseudo_masks(
                 cams, dataset, out, bg_threshold=threshold, high=p.high, low=p.low, crf=crf,
-                crf_params=dict(n_iter=p.crf_n_iter, gauss_sxy=p.crf_gauss_sxy, gauss_compat=p.crf_gauss_compat,
-                                bi_sxy=p.crf_bi_sxy, bi_srgb=p.crf_bi_srgb, bi_compat=p.crf_bi_compat),
+                crf_params=p.crf_params(),
                 workers=p.workers, progress=cfg.progress,
             )
             if dataset.has_masks():

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from wsss.data.datamodule import WSSSDataModule
-from wsss.train.classification import ClassifierModule
 
 from wsss.config import RunConfig
+from wsss.data.datamodule import WSSSDataModule
 from wsss.refiners import build_refiners
 from wsss.stages.common import dataset_for, make_trainer, stage
+from wsss.train.classification import ClassifierModule
 
 log = logging.getLogger("wsss")
 

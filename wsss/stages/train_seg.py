@@ -8,17 +8,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from wsss.data.datamodule import WSSSDataModule
-from wsss.models.segmenter import Segmenter
-from wsss.train.seg_inference import evaluate_segmenter
-from wsss.train.segmentation import SegmenterModule
 
 from wsss.config import RunConfig
+from wsss.data.datamodule import WSSSDataModule
 from wsss.errors import StageMissingError
-from wsss.io import atomic_write_json
+from wsss.eval.evaluate import evaluate_masks
+from wsss.models.segmenter import Segmenter
 from wsss.stages.common import dataset_for, make_trainer, stage
 from wsss.stages.pseudo import eval_dir, pseudo_dir
 from wsss.stages.train_cls import save_final_checkpoint
+from wsss.train.seg_inference import evaluate_segmenter
+from wsss.train.segmentation import SegmenterModule
 
 log = logging.getLogger("wsss")
 
@@ -79,11 +79,10 @@ def run_train_seg(cfg: RunConfig, masks: str | None = None) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(cfg: RunConfig, ckpt: Path, out: Path) -> dict[str, Any]:
-    """mIoU of a segmenter checkpoint on the val split; predictions and metrics go to ``out``."""
+    """mIoU of a segmenter checkpoint on the val split; predictions, metrics and plots go to ``out``."""
     s = cfg.segmenter
     model = Segmenter.from_checkpoint(ckpt).eval()
     dataset = dataset_for(cfg, cfg.data.val_split)
-    result = evaluate_segmenter(model, dataset, scales=tuple(s.eval_scales), flip=s.eval_flip, crf=s.eval_crf,
-                                out_dir=out / "pred", progress=cfg.progress)
-    atomic_write_json(out / "metrics.json", result)
-    return result
+    evaluate_segmenter(model, dataset, scales=tuple(s.eval_scales), flip=s.eval_flip, crf=s.eval_crf,
+                       crf_params=cfg.pseudo.crf_params(), out_dir=out / "pred", progress=cfg.progress)
+    return evaluate_masks(out / "pred", dataset, out_dir=out)

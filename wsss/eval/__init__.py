@@ -1,0 +1,1 @@
+"""Evaluation: confusion-matrix mIoU, CAM threshold sweeps, CAM faithfulness metrics."""

@@ -1,0 +1,94 @@
+"""The ``wsss cams`` stage: multi-scale + flip CAMs of every image's positive classes, one file each.
+
+Runs as a Lightning predict loop, so with several devices (DDP) the images are sharded across
+ranks; every rank writes its own files (atomically) and never contends with another. Images whose
+file exists are not recomputed, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from wsss.cams import multiscale_cams
+from wsss.data.base import SegDataset
+from wsss.io import clean_stale_temps
+from wsss.pseudo.storage import save_cams
+
+log = logging.getLogger("wsss")
+
+
+class _ImagesToLabel(Dataset):
+    """Full-resolution normalised images with their positive class ids."""
+
+    def __init__(self, dataset: SegDataset, ids: list[str], mean, std):
+        self.dataset, self.ids = dataset, ids
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_id = self.ids[index]
+        image = torch.from_numpy(self.dataset.load_image(image_id)).permute(2, 0, 1).float().div(255.0)
+        return {"image": (image - self.mean) / self.std, "id": image_id,
+                "class_ids": torch.as_tensor(self.dataset.labels(image_id), dtype=torch.long)}
+
+
+def _single(items: list[dict[str, Any]]) -> dict[str, Any]:
+    (item,) = items
+    return {"image": item["image"][None], "id": item["id"], "class_ids": item["class_ids"]}
+
+
+class CamWriter(pl.LightningModule):
+    """Predict-only module: computes and writes one CAM file per image."""
+
+    def __init__(self, model: torch.nn.Module, out_dir: Path, method: str, target_layer: str, preset: str,
+                 scales, flip: bool):
+        super().__init__()
+        self.model = model
+        self.out_dir, self.method, self.target_layer = out_dir, method, target_layer
+        self.preset, self.scales, self.flip = preset, scales, flip
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        class_ids = batch["class_ids"]
+        image = batch["image"]
+        if class_ids.numel() == 0:
+            cams = torch.zeros((0, *image.shape[-2:]))
+        else:
+            targets = (class_ids - 1)[None].to(image.device)
+            with torch.inference_mode(False), torch.enable_grad():
+                cams = multiscale_cams(self.model, image, targets, self.target_layer, method=self.method,
+                                       scales=self.scales, flip=self.flip, preset=self.preset)[0]
+        save_cams(self.out_dir / f"{batch['id']}.npz", cams.float().cpu().numpy(), class_ids.cpu().numpy())
+
+
+def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path, method: str = "cam",
+                scales=None, flip: bool = True, preset: str = "irn", target_layer: str = "feature_map",
+                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), accelerator: str = "auto",
+                devices: int | str = "auto", strategy: str = "auto", num_nodes: int = 1,
+                progress: bool = True) -> dict[str, int]:
+    """Write ``out_dir/<id>.npz`` for every image of ``dataset``; returns ``{"written", "skipped"}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out_dir)
+    pending = [i for i in dataset.ids if not (out_dir / f"{i}.npz").is_file()]
+    skipped = len(dataset.ids) - len(pending)
+    if skipped:
+        log.info("%s: %d CAM files already done, %d to make", out_dir, skipped, len(pending))
+    if pending:
+        loader = DataLoader(_ImagesToLabel(dataset, pending, mean, std), batch_size=1, shuffle=False,
+                            collate_fn=_single)
+        writer = CamWriter(model.eval(), out_dir, method, target_layer, preset,
+                           tuple(scales) if scales else None, flip)
+        trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+                             logger=False, enable_progress_bar=progress, enable_model_summary=False,
+                             inference_mode=False)
+        trainer.predict(writer, dataloaders=loader, return_predictions=False)
+    return {"written": len(pending), "skipped": skipped}

@@ -1,0 +1,122 @@
+"""The resumable, parallel pseudo-mask labeler: CAM files -> VOC-palette PNG masks.
+
+One PNG per image, written atomically; images whose PNG exists are skipped, so a killed run resumes
+where it stopped. Work is spread over a process pool (all cores by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from wsss.data.base import SegDataset, read_image
+from wsss.data.palette import write_mask
+from wsss.errors import DataError
+from wsss.io import clean_stale_temps
+from wsss.pseudo.crf import crf_mask
+from wsss.pseudo.storage import load_cams
+from wsss.pseudo.thresholds import cams_to_mask
+
+log = logging.getLogger("wsss")
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """Everything one worker needs for one image (plain data: picklable for the pool)."""
+
+    image_id: str
+    cam_path: Path
+    image_path: Path
+    out_path: Path
+    bg_threshold: float
+    high: float | None
+    low: float | None
+    crf: bool
+    crf_params: dict[str, Any] = field(default_factory=dict)
+
+
+def label_one(job: LabelJob) -> str:
+    """Make and write one pseudo mask; return its image id."""
+    cams, class_ids = load_cams(job.cam_path)
+    if job.crf:
+        image = read_image(job.image_path)
+        if image.shape[:2] != cams.shape[1:]:
+            raise DataError(f"{job.cam_path}: CAM size {cams.shape[1:]} differs from its image "
+                            f"{image.shape[:2]} ({job.image_path}); regenerate it with `wsss cams`")
+        mask = crf_mask(image, cams, class_ids, job.bg_threshold, job.high, job.low, **job.crf_params)
+    else:
+        mask = cams_to_mask(cams, class_ids, bg_threshold=job.bg_threshold, high=job.high, low=job.low)
+    write_mask(job.out_path, mask)
+    return job.image_id
+
+
+def check_cam_folder(cam_dir: Path, dataset: SegDataset) -> None:
+    """Fail before any work when CAM files and the dataset split disagree."""
+    if not cam_dir.is_dir():
+        raise DataError(f"CAM folder {cam_dir} not found; run `wsss cams` first")
+    known = set(dataset.ids)
+    extra = sorted(p.stem for p in cam_dir.glob("*.npz") if p.stem not in known)
+    if extra:
+        raise DataError(f"{cam_dir}: CAM files for images that split {dataset.split!r} does not have, e.g. "
+                        f"{extra[:3]} (wrong --data.cam_split, or CAMs of another dataset)")
+    missing = [i for i in dataset.ids if not (cam_dir / f"{i}.npz").is_file()]
+    if missing:
+        raise DataError(f"{cam_dir}: no CAM file for {len(missing)} images of split {dataset.split!r}, e.g. "
+                        f"{missing[:3]}; run `wsss cams` (it resumes) to finish them")
+
+
+def check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".tmp-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"output folder {out_dir} is not writable ({exc})") from exc
+
+
+def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | Path, bg_threshold: float = 0.25,
+                      high: float | None = None, low: float | None = None, crf: bool = False,
+                      crf_params: dict[str, Any] | None = None, workers: int | None = None,
+                      progress: bool = True) -> dict[str, int]:
+    """Write ``out_dir/<id>.png`` for every image of ``dataset`` from ``cam_dir/<id>.npz``.
+
+    Args:
+        bg_threshold: background threshold (:func:`~wsss.pseudo.cams_to_mask`); also the background
+            score of the CRF's unary.
+        high, low: ignore band (both or neither).
+        crf: refine with :func:`~wsss.pseudo.dense_crf` (``crf_params`` are its keyword arguments).
+        workers: processes (None = all cores; 1 = in this process).
+
+    Returns:
+        ``{"written": n, "skipped": n}``.
+    """
+    cam_dir, out_dir = Path(cam_dir), Path(out_dir)
+    check_cam_folder(cam_dir, dataset)
+    check_writable(out_dir)
+    clean_stale_temps(out_dir)
+    jobs = [LabelJob(i, cam_dir / f"{i}.npz", dataset.image_path(i), out_dir / f"{i}.png", bg_threshold, high, low,
+                     crf, dict(crf_params or {}))
+            for i in dataset.ids if not (out_dir / f"{i}.png").is_file()]
+    skipped = len(dataset.ids) - len(jobs)
+    if skipped:
+        log.info("%s: %d masks already done, %d to make", out_dir, skipped, len(jobs))
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(jobs), desc=f"pseudo masks -> {out_dir.name}", unit="img", disable=not progress)
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            label_one(job)
+            bar.update()
+    else:
+        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(label_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
+                bar.update()
+    bar.close()
+    return {"written": len(jobs), "skipped": skipped}
+
