@@ -94,20 +94,20 @@ class ClassifierConfig:
         refiners: refiner configs, each a dict with a ``name`` from ``wsss.refiners.REFINERS``.
     """
 
-    backbone: str = "resnet18"
-    pretrained: bool | str = False
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool | str = True
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     pooling: str = "gap"
     temperature: float = 1.0
     aux_layer: int | None = None
     aux_weight: float = 1.0
     optimizer: str = "sgd"
-    lr: float = 0.05
+    lr: float = 0.02
     head_lr_mult: float = 10.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    warmup_steps: int = 50
-    max_steps: int = 900
+    warmup_steps: int = 20
+    max_steps: int = 250
     batch_size: int = 16
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
@@ -131,7 +131,7 @@ class CamConfig:
     method: str = "cam"
     target_layer: str = "feature_map"
     preset: str = "irn"
-    scales: list[float] | None = None
+    scales: list[float] | None = field(default_factory=lambda: [1.0, 0.5, 1.5])
     flip: bool = True
     overlay_methods: list[str] = field(default_factory=lambda: ["cam", "gradcam", "gradcampp", "layercam"])
 
@@ -204,18 +204,18 @@ class SegmenterConfig:
 
     masks: str = "pseudo_crf"
     fully_supervised: bool = True
-    backbone: str = "resnet18"
-    pretrained: bool | str = False
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool | str = True
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    head: str = "aspp"
-    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "segformer"
+    head_kwargs: dict[str, Any] = field(default_factory=lambda: {"embed_dim": 128})
     optimizer: str = "sgd"
-    lr: float = 0.02
+    lr: float = 0.01
     head_lr_mult: float = 10.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    warmup_steps: int = 50
-    max_steps: int = 600
+    warmup_steps: int = 20
+    max_steps: int = 300
     batch_size: int = 16
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)

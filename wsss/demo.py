@@ -12,9 +12,10 @@ import yaml
 
 FAST_PRESET: dict[str, Any] = {
     "out": "runs/demo_fast",
-    "data": {"kwargs": {"n_train": 300, "n_val": 100}},
-    "classifier": {"max_steps": 300},
-    "segmenter": {"max_steps": 200},
+    "data": {"kwargs": {"n_train": 240, "n_val": 80}},
+    "classifier": {"max_steps": 120},
+    "cams": {"scales": [1.0, 0.5]},
+    "segmenter": {"max_steps": 120},
 }
 
 

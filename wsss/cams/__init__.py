@@ -18,6 +18,7 @@ from wsss.cams.eigencam import EIGENCAM
 from wsss.cams.gradcam import GRADCAM
 from wsss.cams.gradcampp import GRADCAMPP
 from wsss.cams.hirescam import HIRESCAM
+from wsss.cams.layer_select import layer_select_cams
 from wsss.cams.layercam import LAYERCAM
 from wsss.cams.multiscale import multiscale_cams
 from wsss.cams.smoothgradcampp import SMOOTHGRADCAMPP
@@ -72,4 +73,4 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
     return postprocess(raw, tuple(images.shape[-2:]), normalize)
 
 
-__all__ = ["CAM_METHODS", "CamMethod", "compute_cams", "multiscale_cams"]
+__all__ = ["CAM_METHODS", "CamMethod", "compute_cams", "layer_select_cams", "multiscale_cams"]

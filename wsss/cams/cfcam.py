@@ -12,6 +12,8 @@ CPU, one image at a time.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,9 @@ def bilateral_filter_mean(grad_map: torch.Tensor, sigma_s: float = 5.0, sigma_r:
     range_k = torch.exp(-((grad_map - grad_map.mean()) ** 2) / (2 * sigma_r ** 2))
     kernel = spatial_k * range_k
     kernel = kernel / kernel.sum().clamp(min=1e-12)
-    filtered = F.conv2d(grad_map[None, None], kernel[None, None].to(grad_map), padding="same")
+    with warnings.catch_warnings():  # an even-sized kernel makes torch copy the input; harmless here
+        warnings.simplefilter("ignore", UserWarning)
+        filtered = F.conv2d(grad_map[None, None], kernel[None, None].to(grad_map), padding="same")
     return filtered.mean()
 
 

@@ -60,8 +60,8 @@ CONTEXT_COLOURS = {"water": ((30, 70, 160), (60, 120, 200)), "grass": ((40, 110,
 class SyntheticSettings:
     """Generator knobs (every field is recorded in ``synthetic.json``)."""
 
-    n_train: int = 800
-    n_val: int = 200
+    n_train: int = 600
+    n_val: int = 150
     image_size: int = 128
     seed: int = 0
     context_probability: float = 0.9
@@ -214,7 +214,7 @@ def _write_split(voc: Path, split: str, ids: list[str]) -> None:
     (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 
-def generate_synthetic(root: str | Path, n_train: int = 800, n_val: int = 200, image_size: int = 128, seed: int = 0,
+def generate_synthetic(root: str | Path, n_train: int = 600, n_val: int = 150, image_size: int = 128, seed: int = 0,
                        **knobs) -> Path:
     """Generate (or reuse) the synthetic set under ``root``; returns ``root``.
 
