@@ -11,6 +11,7 @@ from torch import nn
 from wsss.errors import ConfigError
 from wsss.models import build_backbone
 from wsss.models.classifier_heads import ClassifierHead
+from wsss.models.weights import read_module_checkpoint
 
 
 class Classifier(nn.Module):
@@ -81,12 +82,7 @@ class Classifier(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Classifier:
         """Rebuild from a ClassifierModule checkpoint (``weights_only`` load; no pretrained file needed)."""
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            config = ckpt["hyper_parameters"]["model_config"]
-        except KeyError as exc:
-            raise ConfigError(f"{path}: not a wsss classifier checkpoint (no hyper_parameters.model_config)") from exc
+        config, state = read_module_checkpoint(path, "classifier")
         model = cls(**config)
-        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
         return model

@@ -12,6 +12,7 @@ from torch import nn
 from wsss.errors import ConfigError
 from wsss.models import build_backbone
 from wsss.models.seg_heads import SEG_HEADS
+from wsss.models.weights import read_module_checkpoint
 
 
 class Segmenter(nn.Module):
@@ -54,11 +55,8 @@ class Segmenter(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Segmenter:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            config = ckpt["hyper_parameters"]["model_config"]
-        except KeyError as exc:
-            raise ConfigError(f"{path}: not a wsss segmenter checkpoint (no hyper_parameters.model_config)") from exc
+        """Rebuild from a SegmenterModule checkpoint (``weights_only`` load)."""
+        config, state = read_module_checkpoint(path, "segmenter")
         model = cls(**config)
-        model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+        model.load_state_dict(state)
         return model

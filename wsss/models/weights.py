@@ -91,3 +91,18 @@ def resolve_weight_file(model_name: str, timm_name: str, pretrained: bool | str)
     if not path.is_file():
         raise missing_weights_error(model_name, timm_name, path)
     return path
+
+
+def read_module_checkpoint(path: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(model config, model state dict) of a wsss Lightning checkpoint (``weights_only`` load).
+
+    The modules store the network's constructor arguments as ``hyper_parameters.model_config`` and
+    its weights under the ``model.`` prefix; refiner or optimiser state is left out.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        config = ckpt["hyper_parameters"]["model_config"]
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a wsss {kind} checkpoint (no hyper_parameters.model_config)") from exc
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return config, state
