@@ -8,9 +8,9 @@ from wsss.cli import main
 
 TINY = [
     "--data.kwargs", "{n_train: 24, n_val: 8, image_size: 64}",
-    "--classifier.backbone", "resnet10t", "--classifier.max_steps", "4", "--classifier.batch_size", "8",
+    "--classifier.backbone", "resnet10t", "--classifier.pretrained", "false", "--classifier.max_steps", "4", "--classifier.batch_size", "8",
     "--classifier.crop_size", "64", "--classifier.warmup_steps", "1",
-    "--segmenter.backbone", "resnet10t", "--segmenter.max_steps", "4", "--segmenter.batch_size", "8",
+    "--segmenter.backbone", "resnet10t", "--segmenter.pretrained", "false", "--segmenter.max_steps", "4", "--segmenter.batch_size", "8",
     "--segmenter.crop_size", "64", "--segmenter.warmup_steps", "1",
     "--cams.overlay_methods", "[cam, gradcam]", "--pseudo.workers", "2",
     "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.loggers", "[csv]", "--progress", "false",
@@ -80,3 +80,18 @@ def test_a_fresh_run_with_the_same_seed_gives_the_same_numbers(run):
     for key in ("seed_cam_miou", "seed_cam_threshold", "pseudo_miou", "pseudo_crf_miou", "seg_miou",
                 "fully_supervised_miou"):
         assert second[key] == first[key], key
+
+
+def test_eval_command_on_a_mask_folder_and_a_cam_folder(run, capsys):
+    root, argv = run
+    out = root / "out"
+    base = ["--out", str(out), "--data.root", str(root / "synthetic"), "--data.kwargs",
+            "{n_train: 24, n_val: 8, image_size: 64}", "--progress", "false"]
+    assert main(["eval", "--pred_dir", str(out / "pseudo_crf"), "--split", "train", *base]) == 0
+    metrics = json.loads((out / "eval" / "pseudo_crf" / "metrics.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert metrics["miou"] == summary["pseudo_crf_miou"]
+    assert main(["eval", "--cam_dir", str(out / "cams"), "--eval_out", str(root / "sweep"), *base]) == 0
+    assert "best background threshold" in capsys.readouterr().out
+    assert (root / "sweep" / "threshold_curve.png").is_file()
+    assert main(["eval", "--pred_dir", str(out / "pseudo_crf"), *base]) == 2  # val split: no predictions there

@@ -71,3 +71,13 @@ def test_cam_files_round_trip_and_reject_nan(tmp_path):
     np.savez(tmp_path / "c.npz", cams=np.full((1, 2, 2), np.nan, np.float16), class_ids=np.array([1], np.int16))
     with pytest.raises(DataError, match=r"c\.npz.*NaN"):
         load_cams(tmp_path / "c.npz")
+
+
+def test_power_background_score():
+    from wsss.pseudo.thresholds import power_background_mask
+
+    cams = np.array([[[0.5, 0.2, 0.9]]], np.float32)
+    # (1 - 0.5)^1 = 0.5 ties -> class; (1 - 0.2)^1 = 0.8 > 0.2 -> bg; 0.1 < 0.9 -> class
+    assert power_background_mask(cams, np.array([6]), bg_power=1.0).tolist() == [[6, 0, 6]]
+    # a larger power shrinks the background score: 0.8^16 = 0.028 < 0.2 -> class
+    assert power_background_mask(cams, np.array([6]), bg_power=16.0).tolist() == [[6, 6, 6]]

@@ -125,6 +125,7 @@ class CamConfig:
             (1.0/0.5/1.5, flips by max).
         scales: override the preset's scales.
         flip: add horizontally flipped inputs.
+        denoise: ``tam`` applies TAM's rank Gaussian filter to every raw map (None = off).
         overlay_methods: CAM methods drawn side by side in the report.
     """
 
@@ -133,6 +134,7 @@ class CamConfig:
     preset: str = "irn"
     scales: list[float] | None = field(default_factory=lambda: [1.0, 0.5, 1.5])
     flip: bool = True
+    denoise: str | None = None
     overlay_methods: list[str] = field(default_factory=lambda: ["cam", "gradcam", "gradcampp", "layercam"])
 
 
@@ -146,6 +148,8 @@ class PseudoConfig:
         high: with ``low``, the ToCo-style ignore band: ``max >= high`` -> class, ``< low`` -> background,
             between -> 255.
         low: see ``high``.
+        bg_power: instead of a constant threshold, the PSA/IRN power background score
+            ``(1 - max cam) ** bg_power`` (e.g. 4 to grow, 16 to shrink the background).
         crf: also write dense-CRF refined masks (``pseudo_crf/``).
         crf_n_iter: CRF mean-field iterations.
         crf_gauss_sxy: Gaussian kernel spatial std.
@@ -159,6 +163,7 @@ class PseudoConfig:
     bg_threshold: float | None = None
     high: float | None = None
     low: float | None = None
+    bg_power: float | None = None
     crf: bool = True
     crf_n_iter: int = 10
     crf_gauss_sxy: float = 1.0

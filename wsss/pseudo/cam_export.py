@@ -50,11 +50,11 @@ class CamWriter(pl.LightningModule):
     """Predict-only module: computes and writes one CAM file per image."""
 
     def __init__(self, model: torch.nn.Module, out_dir: Path, method: str, target_layer: str, preset: str,
-                 scales, flip: bool):
+                 scales, flip: bool, options: dict[str, Any]):
         super().__init__()
         self.model = model
         self.out_dir, self.method, self.target_layer = out_dir, method, target_layer
-        self.preset, self.scales, self.flip = preset, scales, flip
+        self.preset, self.scales, self.flip, self.options = preset, scales, flip, options
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         class_ids = batch["class_ids"]
@@ -65,7 +65,7 @@ class CamWriter(pl.LightningModule):
             targets = (class_ids - 1)[None].to(image.device)
             with torch.inference_mode(False), torch.enable_grad():
                 cams = multiscale_cams(self.model, image, targets, self.target_layer, method=self.method,
-                                       scales=self.scales, flip=self.flip, preset=self.preset)[0]
+                                       scales=self.scales, flip=self.flip, preset=self.preset, **self.options)[0]
         save_cams(self.out_dir / f"{batch['id']}.npz", cams.float().cpu().numpy(), class_ids.cpu().numpy())
 
 
@@ -73,8 +73,11 @@ def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path
                 scales=None, flip: bool = True, preset: str = "irn", target_layer: str = "feature_map",
                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), accelerator: str = "auto",
                 devices: int | str = "auto", strategy: str = "auto", num_nodes: int = 1,
-                progress: bool = True) -> dict[str, int]:
-    """Write ``out_dir/<id>.npz`` for every image of ``dataset``; returns ``{"written", "skipped"}``."""
+                progress: bool = True, **cam_options) -> dict[str, int]:
+    """Write ``out_dir/<id>.npz`` for every image of ``dataset``; returns ``{"written", "skipped"}``.
+
+    ``cam_options`` go to :func:`wsss.cams.compute_cams` (e.g. ``denoise="tam"``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out_dir)
@@ -86,7 +89,7 @@ def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path
         loader = DataLoader(_ImagesToLabel(dataset, pending, mean, std), batch_size=1, shuffle=False,
                             collate_fn=_single)
         writer = CamWriter(model.eval(), out_dir, method, target_layer, preset,
-                           tuple(scales) if scales else None, flip)
+                           tuple(scales) if scales else None, flip, cam_options)
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
                              logger=False, enable_progress_bar=progress, enable_model_summary=False,
                              inference_mode=False)

@@ -36,17 +36,18 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, n_iter: int = 10, gauss_sxy:
     return np.asarray(d.inference(n_iter), np.float32).reshape(c, h, w)
 
 
-def cams_to_probs(cams: np.ndarray, bg_threshold: float) -> np.ndarray:
-    """[1 + K, H, W] probabilities: CAM scores with a constant background score, normalised to sum 1
-    (so the CRF's unary alone reproduces the threshold rule)."""
-    scores = np.clip(scores_with_background(cams, bg_threshold), PROB_FLOOR, None)
+def cams_to_probs(cams: np.ndarray, bg_threshold: float | None = None, bg_power: float | None = None) -> np.ndarray:
+    """[1 + K, H, W] probabilities: CAM scores with a background score (constant threshold or power
+    score), normalised to sum 1 (so the CRF's unary alone reproduces the threshold rule)."""
+    scores = np.clip(scores_with_background(cams, bg_threshold, bg_power), PROB_FLOOR, None)
     return scores / scores.sum(axis=0, keepdims=True)
 
 
-def crf_mask(image: np.ndarray, cams: np.ndarray, class_ids: np.ndarray, bg_threshold: float,
-             high: float | None = None, low: float | None = None, **crf_params) -> np.ndarray:
+def crf_mask(image: np.ndarray, cams: np.ndarray, class_ids: np.ndarray, bg_threshold: float | None = None,
+             high: float | None = None, low: float | None = None, bg_power: float | None = None,
+             **crf_params) -> np.ndarray:
     """CRF-refined label mask uint8 [H, W]; with ``high``/``low`` the CAM's ignore band stays 255."""
-    marginals = dense_crf(image, cams_to_probs(cams, bg_threshold), **crf_params)
+    marginals = dense_crf(image, cams_to_probs(cams, bg_threshold, bg_power), **crf_params)
     lut = np.concatenate([[0], np.asarray(class_ids)]).astype(np.uint8)
     mask = lut[marginals.argmax(axis=0)]
     if high is not None and cams.shape[0] > 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from tqdm import tqdm
 
 from wsss.data.base import SegDataset, read_image
@@ -21,7 +22,7 @@ from wsss.errors import DataError
 from wsss.io import clean_stale_temps
 from wsss.pseudo.crf import crf_mask
 from wsss.pseudo.storage import load_cams
-from wsss.pseudo.thresholds import cams_to_mask
+from wsss.pseudo.thresholds import cams_to_mask, power_background_mask
 
 log = logging.getLogger("wsss")
 
@@ -38,18 +39,23 @@ class LabelJob:
     high: float | None
     low: float | None
     crf: bool
+    bg_power: float | None = None
     crf_params: dict[str, Any] = field(default_factory=dict)
 
 
 def label_one(job: LabelJob) -> str:
     """Make and write one pseudo mask; return its image id."""
     cams, class_ids = load_cams(job.cam_path)
+    with Image.open(job.image_path) as img:
+        width, height = img.size
+    if (height, width) != cams.shape[1:]:
+        raise DataError(f"{job.cam_path}: CAM size {cams.shape[1:]} differs from its image "
+                        f"{(height, width)} ({job.image_path}); regenerate it with `wsss cams`")
     if job.crf:
-        image = read_image(job.image_path)
-        if image.shape[:2] != cams.shape[1:]:
-            raise DataError(f"{job.cam_path}: CAM size {cams.shape[1:]} differs from its image "
-                            f"{image.shape[:2]} ({job.image_path}); regenerate it with `wsss cams`")
-        mask = crf_mask(image, cams, class_ids, job.bg_threshold, job.high, job.low, **job.crf_params)
+        mask = crf_mask(read_image(job.image_path), cams, class_ids, job.bg_threshold, job.high, job.low,
+                        job.bg_power, **job.crf_params)
+    elif job.bg_power is not None and job.high is None:
+        mask = power_background_mask(cams, class_ids, job.bg_power)
     else:
         mask = cams_to_mask(cams, class_ids, bg_threshold=job.bg_threshold, high=job.high, low=job.low)
     write_mask(job.out_path, mask)
@@ -82,7 +88,8 @@ def check_writable(out_dir: Path) -> None:
 
 
 def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | Path, bg_threshold: float = 0.25,
-                      high: float | None = None, low: float | None = None, crf: bool = False,
+                      high: float | None = None, low: float | None = None, bg_power: float | None = None,
+                      crf: bool = False,
                       crf_params: dict[str, Any] | None = None, workers: int | None = None,
                       progress: bool = True) -> dict[str, int]:
     """Write ``out_dir/<id>.png`` for every image of ``dataset`` from ``cam_dir/<id>.npz``.
@@ -91,6 +98,8 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
         bg_threshold: background threshold (:func:`~wsss.pseudo.cams_to_mask`); also the background
             score of the CRF's unary.
         high, low: ignore band (both or neither).
+        bg_power: use the power background score ``(1 - max cam) ** bg_power`` instead of the
+            constant threshold (PSA/IRN style).
         crf: refine with :func:`~wsss.pseudo.dense_crf` (``crf_params`` are its keyword arguments).
         workers: processes (None = all cores; 1 = in this process).
 
@@ -102,7 +111,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
     check_writable(out_dir)
     clean_stale_temps(out_dir)
     jobs = [LabelJob(i, cam_dir / f"{i}.npz", dataset.image_path(i), out_dir / f"{i}.png", bg_threshold, high, low,
-                     crf, dict(crf_params or {}))
+                     crf, bg_power, dict(crf_params or {}))
             for i in dataset.ids if not (out_dir / f"{i}.png").is_file()]
     skipped = len(dataset.ids) - len(jobs)
     if skipped:

@@ -31,8 +31,28 @@ def cams_to_mask(cams: np.ndarray, class_ids: np.ndarray, bg_threshold: float | 
     return np.where(best >= bg_threshold, labels, np.uint8(0)).astype(np.uint8)
 
 
-def scores_with_background(cams: np.ndarray, bg_threshold: float) -> np.ndarray:
-    """[1 + K, H, W]: a constant background score ``bg_threshold`` stacked before the CAMs, so that
+def background_score(cams: np.ndarray, bg_threshold: float | None = None, bg_power: float | None = None) -> np.ndarray:
+    """Background score [1, H, W]: the constant ``bg_threshold``, or the PSA/IRN-style power score
+    ``(1 - max_k cam_k) ** bg_power`` (large powers shrink the background, small ones grow it)."""
+    if bg_power is not None:
+        best = cams.max(axis=0) if cams.shape[0] else np.zeros(cams.shape[1:], np.float32)
+        return np.power(1.0 - best, bg_power)[None].astype(np.float32)
+    if bg_threshold is None:
+        raise ValueError("give bg_threshold or bg_power")
+    return np.full((1, *cams.shape[1:]), bg_threshold, np.float32)
+
+
+def scores_with_background(cams: np.ndarray, bg_threshold: float | None = None,
+                           bg_power: float | None = None) -> np.ndarray:
+    """[1 + K, H, W]: the background score stacked before the CAMs. With a constant threshold,
     argmax reproduces :func:`cams_to_mask` (ties go to the class, as ``>=`` does)."""
-    bg = np.full((1, *cams.shape[1:]), bg_threshold, np.float32)
-    return np.concatenate([bg, np.asarray(cams, np.float32)], axis=0)
+    cams = np.asarray(cams, np.float32)
+    return np.concatenate([background_score(cams, bg_threshold, bg_power), cams], axis=0)
+
+
+def power_background_mask(cams: np.ndarray, class_ids: np.ndarray, bg_power: float) -> np.ndarray:
+    """Label mask uint8 [H, W]: argmax over ``[(1 - max cam) ** bg_power, cams]`` (ties to the class)."""
+    scores = scores_with_background(cams, bg_power=bg_power)
+    lut = np.concatenate([[0], np.asarray(class_ids)]).astype(np.uint8)
+    flipped = scores[::-1].argmax(axis=0)
+    return lut[scores.shape[0] - 1 - flipped]

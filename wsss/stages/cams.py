@@ -38,6 +38,7 @@ def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
             model, dataset, out, method=c.method, scales=c.scales, flip=c.flip, preset=c.preset,
             target_layer=c.target_layer, mean=model.mean, std=model.std, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, progress=cfg.progress,
+            denoise=c.denoise,
         )
         record.update(stats)
     return out

@@ -60,7 +60,7 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
         for crf in ([False, True] if p.crf else [False]):
             out = pseudo_dir(cfg, crf)
             make_pseudo_masks(
-                cams, dataset, out, bg_threshold=threshold, high=p.high, low=p.low, crf=crf,
+                cams, dataset, out, bg_threshold=threshold, high=p.high, low=p.low, bg_power=p.bg_power, crf=crf,
                 crf_params=p.crf_params(),
                 workers=p.workers, progress=cfg.progress,
             )
