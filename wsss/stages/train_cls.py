@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from wsss.config import RunConfig
 from wsss.data.datamodule import WSSSDataModule
+from wsss.errors import StageMissingError
 from wsss.refiners import build_refiners
 from wsss.stages.common import dataset_for, make_trainer, stage
 from wsss.train.classification import ClassifierModule
@@ -35,7 +36,14 @@ def build_classifier_module(cfg: RunConfig, num_classes: int) -> ClassifierModul
 
 
 def save_final_checkpoint(trainer: pl.Trainer, final: Path) -> None:
-    """Save on every rank (the call is collective), then publish atomically from rank 0."""
+    """Save on every rank (the call is collective), then publish atomically from rank 0.
+
+    An interrupted fit (signal, Ctrl-C) publishes nothing, so the next run resumes from ``last.ckpt``
+    instead of mistaking a partly trained model for a finished one.
+    """
+    if trainer.interrupted or trainer.global_step < trainer.max_steps:
+        raise StageMissingError(f"training stopped at step {trainer.global_step} of {trainer.max_steps}; "
+                                f"run the same command again to resume from {final.parent / 'last.ckpt'}")
     tmp = final.with_name(".tmp-" + final.name)
     trainer.save_checkpoint(tmp)
     trainer.strategy.barrier()
