@@ -103,10 +103,10 @@ def bench_pseudo(repeats: int) -> None:
         (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
         ids = [f"img{i:03d}" for i in range(n)]
         yy, xx = np.mgrid[0:size, 0:size]
-        for i, image_id in enumerate(ids):
+        for image_id in ids:
             mask = np.zeros((size, size), np.uint8)
             cams = []
-            for k, c in enumerate((3, 8, 15)):
+            for c in (3, 8, 15):
                 cy, cx, r = rng.integers(40, size - 40, 2).tolist() + [int(rng.integers(20, 60))]
                 region = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
                 mask[region] = c
