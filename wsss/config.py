@@ -213,7 +213,7 @@ class SegmenterConfig:
     pretrained: bool | str = True
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head: str = "segformer"
-    head_kwargs: dict[str, Any] = field(default_factory=lambda: {"embed_dim": 128})
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
     lr: float = 0.01
     head_lr_mult: float = 10.0
