@@ -46,3 +46,9 @@ def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch
     """float [H, W, 3] -> [3, H, W] float32; uint8 [H, W] -> int64 [H, W]."""
     return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
             torch.from_numpy(np.ascontiguousarray(mask)).long())
+
+
+def normalise_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float32 [3, H, W] on [0, 1] normalised with ``mean``/``std`` (inference inputs)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+    return (x - torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)) / torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from wsss.cams import multiscale_cams
 from wsss.data.base import SegDataset
+from wsss.data.transforms import normalise_image
 from wsss.io import clean_stale_temps
 from wsss.pseudo.storage import save_cams
 
@@ -27,17 +28,14 @@ class _ImagesToLabel(Dataset):
     """Full-resolution normalised images with their positive class ids."""
 
     def __init__(self, dataset: SegDataset, ids: list[str], mean, std):
-        self.dataset, self.ids = dataset, ids
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.dataset, self.ids, self.mean, self.std = dataset, ids, mean, std
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.ids[index]
-        image = torch.from_numpy(self.dataset.load_image(image_id)).permute(2, 0, 1).float().div(255.0)
-        return {"image": (image - self.mean) / self.std, "id": image_id,
+        return {"image": normalise_image(self.dataset.load_image(image_id), self.mean, self.std), "id": image_id,
                 "class_ids": torch.as_tensor(self.dataset.labels(image_id), dtype=torch.long)}
 
 

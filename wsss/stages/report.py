@@ -15,6 +15,7 @@ from PIL import Image
 from wsss.cams import compute_cams
 from wsss.config import RunConfig
 from wsss.data.palette import read_mask
+from wsss.data.transforms import normalise_image
 from wsss.stages.cams import load_classifier
 from wsss.stages.common import dataset_for, stage
 from wsss.stages.pseudo import eval_dir, pseudo_dir
@@ -41,12 +42,6 @@ def _example_ids(ids: list[str], n: int) -> list[str]:
     return [ids[i] for i in idx]
 
 
-def _normalised_input(image: np.ndarray, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
-    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    return x.unsqueeze(0)
-
-
 def cam_overlay_section(cfg: RunConfig, report_dir: Path) -> Section:
     """Per example image: the image, its ground truth and one overlay per configured CAM method."""
     dataset = dataset_for(cfg, cfg.data.cam_split)
@@ -61,7 +56,7 @@ def cam_overlay_section(cfg: RunConfig, report_dir: Path) -> Section:
         classes = dataset.labels(image_id)
         if len(classes) == 0:
             continue
-        x = _normalised_input(image, model.mean, model.std)
+        x = normalise_image(image, model.mean, model.std)[None]
         targets = torch.as_tensor(classes - 1, dtype=torch.long).unsqueeze(0)
         tiles, titles = [image], ["image"]
         if has_masks:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from wsss.data.base import SegDataset
 from wsss.data.palette import write_mask
+from wsss.data.transforms import normalise_image
 from wsss.eval.miou import ConfusionMatrix
 
 
@@ -54,12 +55,10 @@ def evaluate_segmenter(model, dataset: SegDataset, scales=(1.0,), flip: bool = F
     """mIoU of ``model`` on every image of ``dataset``; predictions written to ``out_dir`` when given."""
     model.eval()
     device = next(model.parameters()).device
-    mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
     cm = ConfusionMatrix(dataset.num_classes)
     for image_id in tqdm(dataset.ids, desc="segmenter eval", unit="img", disable=not progress):
         raw = dataset.load_image(image_id)
-        x = (torch.from_numpy(raw).to(device).permute(2, 0, 1)[None].float() / 255.0 - mean) / std
+        x = normalise_image(raw, model.mean, model.std)[None].to(device)
         mask = predict_mask(model, x, raw, scales, flip, scale_fusion, crf, crf_params)
         if out_dir is not None:
             write_mask(Path(out_dir) / f"{image_id}.png", mask)
