@@ -81,3 +81,9 @@ def test_power_background_score():
     assert power_background_mask(cams, np.array([6]), bg_power=1.0).tolist() == [[6, 0, 6]]
     # a larger power shrinks the background score: 0.8^16 = 0.028 < 0.2 -> class
     assert power_background_mask(cams, np.array([6]), bg_power=16.0).tolist() == [[6, 6, 6]]
+
+
+def test_crf_accepts_read_only_images():
+    image, _, cams = _edge_case()
+    image.setflags(write=False)
+    assert crf_mask(image, cams, np.array([1]), bg_threshold=0.5).shape == image.shape[:2]

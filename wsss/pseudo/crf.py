@@ -31,7 +31,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, n_iter: int = 10, gauss_sxy:
     if gauss_compat > 0:
         d.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
     if bi_compat > 0:
-        d.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb, rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        rgb = np.require(image, dtype=np.uint8, requirements=["C", "W"])  # pydensecrf needs a writable buffer
+        d.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb, rgbim=rgb,
                                compat=bi_compat)
     return np.asarray(d.inference(n_iter), np.float32).reshape(c, h, w)
 
