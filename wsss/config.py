@@ -220,7 +220,7 @@ class SegmenterConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_steps: int = 20
-    max_steps: int = 300
+    max_steps: int = 250
     batch_size: int = 16
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)

@@ -52,9 +52,10 @@ class LargeFOV(nn.Module):
 class SegFormerHead(nn.Module):
     """All-MLP decoder (SegFormer): each level projected to ``embed_dim``, resized to the finest,
     concatenated, fused by 1x1 conv + BN + ReLU, dropout, 1x1 to classes. ``levels`` picks which
-    backbone outputs to use (default: four evenly spaced ones, the last included)."""
+    backbone outputs to use (default: four evenly spaced ones, the last included). ``embed_dim``
+    defaults to 128 (a project choice for CPU runs; SegFormer-B0 uses 256, B1-B5 768)."""
 
-    def __init__(self, in_channels: list[int], num_classes: int, embed_dim: int = 256,
+    def __init__(self, in_channels: list[int], num_classes: int, embed_dim: int = 128,
                  levels: tuple[int, ...] | None = None, dropout: float = 0.1):
         super().__init__()
         n = len(in_channels)
