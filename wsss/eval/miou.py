@@ -37,9 +37,6 @@ class ConfusionMatrix:
         self.matrix += np.bincount(target * self.num_classes + pred,
                                    minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 
-    def merge(self, other: ConfusionMatrix) -> None:
-        self.matrix += other.matrix
-
     def compute(self, class_names: list[str] | None = None) -> dict[str, Any]:
         """Per-class IoU/precision/recall (None where undefined), mIoU in percent over the classes
         present in the ground truth or the prediction, pixel accuracy in percent."""
