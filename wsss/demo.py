@@ -15,7 +15,7 @@ FAST_PRESET: dict[str, Any] = {
     "data": {"kwargs": {"n_train": 240, "n_val": 80}},
     "classifier": {"max_steps": 120},
     "cams": {"scales": [1.0, 0.5]},
-    "segmenter": {"max_steps": 120},
+    "segmenter": {"max_steps": 120, "batch_size": 8},
 }
 
 
