@@ -54,7 +54,8 @@ class CamWriter(pl.LightningModule):
         self.out_dir, self.method, self.target_layer = out_dir, method, target_layer
         self.preset, self.scales, self.flip, self.options = preset, scales, flip, options
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> str:
+        """Writes the image's CAM file and returns its id (a ``None`` would make Lightning warn)."""
         class_ids = batch["class_ids"]
         image = batch["image"]
         if class_ids.numel() == 0:
@@ -65,6 +66,7 @@ class CamWriter(pl.LightningModule):
                 cams = multiscale_cams(self.model, image, targets, self.target_layer, method=self.method,
                                        scales=self.scales, flip=self.flip, preset=self.preset, **self.options)[0]
         save_cams(self.out_dir / f"{batch['id']}.npz", cams.float().cpu().numpy(), class_ids.cpu().numpy())
+        return batch["id"]
 
 
 def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path, method: str = "cam",
