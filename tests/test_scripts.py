@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from wsss.data.synthetic import generate_synthetic
 
 ROOT = Path(__file__).parents[1]
@@ -43,7 +41,6 @@ def test_voc_scripts_stage_by_stage(tmp_path):
     assert len(metrics["class_names"]) == 21
 
 
-@pytest.mark.slow
 def test_coco_run_all(tmp_path):
     from test_datasets import make_coco
 
