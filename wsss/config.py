@@ -69,18 +69,14 @@ class TrainerConfig:
 
 
 @dataclass
-class ClassifierConfig:
-    """Image-level classifier (stage ``train-cls``).
+class NetworkTrainingConfig:
+    """The network and optimisation settings the classifier and the segmenter stages share.
 
     Args:
         backbone: a name of ``wsss.models.BACKBONES``.
         pretrained: False, True (weights shipped with a package or at the documented path) or a path
             to a local weight file.
         backbone_kwargs: extra backbone arguments (e.g. ``depth`` for ``vit_custom``).
-        pooling: ``gap``, ``gmp`` or ``softmax`` (softmax-with-temperature pooling).
-        temperature: temperature of ``softmax`` pooling.
-        aux_layer: block/stage index of the auxiliary classifier (None = no auxiliary head).
-        aux_weight: weight of the auxiliary classification loss.
         optimizer: ``sgd`` or ``adamw``.
         lr: base learning rate (backbone); new layers get ``lr * head_lr_mult``.
         head_lr_mult: learning-rate multiplier of the new layers.
@@ -91,18 +87,13 @@ class ClassifierConfig:
         batch_size: images per step (per device).
         crop_size: square training crop.
         scale_range: random rescale range before cropping.
-        refiners: refiner configs, each a dict with a ``name`` from ``wsss.refiners.REFINERS``.
     """
 
     backbone: str = "efficientnet_lite0"
     pretrained: bool | str = True
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    pooling: str = "gap"
-    temperature: float = 1.0
-    aux_layer: int | None = None
-    aux_weight: float = 1.0
     optimizer: str = "sgd"
-    lr: float = 0.02
+    lr: float = 0.01
     head_lr_mult: float = 10.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -111,6 +102,32 @@ class ClassifierConfig:
     batch_size: int = 16
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """The backbone and optimisation arguments of ``ClassifierModule`` / ``SegmenterModule``."""
+        return dict(backbone=self.backbone, pretrained=self.pretrained, backbone_kwargs=dict(self.backbone_kwargs),
+                    optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
+                    head_lr_mult=self.head_lr_mult, warmup_steps=self.warmup_steps, max_steps=self.max_steps)
+
+
+@dataclass
+class ClassifierConfig(NetworkTrainingConfig):
+    """Image-level classifier (stage ``train-cls``); the shared fields are those of
+    :class:`NetworkTrainingConfig`.
+
+    Args:
+        pooling: ``gap``, ``gmp`` or ``softmax`` (softmax-with-temperature pooling).
+        temperature: temperature of ``softmax`` pooling.
+        aux_layer: block/stage index of the auxiliary classifier (None = no auxiliary head).
+        aux_weight: weight of the auxiliary classification loss.
+        refiners: refiner configs, each a dict with a ``name`` from ``wsss.refiners.REFINERS``.
+    """
+
+    lr: float = 0.02
+    pooling: str = "gap"
+    temperature: float = 1.0
+    aux_layer: int | None = None
+    aux_weight: float = 1.0
     refiners: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -180,28 +197,16 @@ class PseudoConfig:
 
 
 @dataclass
-class SegmenterConfig:
-    """Segmentation network trained on pseudo masks (stage ``train-seg``).
+class SegmenterConfig(NetworkTrainingConfig):
+    """Segmentation network trained on pseudo masks (stage ``train-seg``); the shared fields are those
+    of :class:`NetworkTrainingConfig`.
 
     Args:
         masks: which masks to train on: ``pseudo_crf``, ``pseudo``, ``gt`` (fully supervised upper
             bound) or a folder of ``<id>.png`` masks.
         fully_supervised: in ``pipeline``, also train the same segmenter on ground truth.
-        backbone: a name of ``wsss.models.BACKBONES``.
-        pretrained: as for the classifier.
-        backbone_kwargs: extra backbone arguments.
         head: a name of ``wsss.models.seg_heads.SEG_HEADS``.
         head_kwargs: extra head arguments.
-        optimizer: ``sgd`` or ``adamw``.
-        lr: base learning rate; new layers get ``lr * head_lr_mult``.
-        head_lr_mult: learning-rate multiplier of the head.
-        weight_decay: weight decay.
-        momentum: SGD momentum.
-        warmup_steps: linear warm-up steps.
-        max_steps: training iterations.
-        batch_size: images per step (per device).
-        crop_size: square training crop.
-        scale_range: random rescale range.
         eval_scales: inference scales (multi-scale fusion when several).
         eval_flip: add flipped inputs at inference.
         eval_crf: dense CRF on the segmenter's softmax at inference.
@@ -209,21 +214,8 @@ class SegmenterConfig:
 
     masks: str = "pseudo_crf"
     fully_supervised: bool = True
-    backbone: str = "efficientnet_lite0"
-    pretrained: bool | str = True
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head: str = "segformer"
     head_kwargs: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    head_lr_mult: float = 10.0
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_steps: int = 20
-    max_steps: int = 250
-    batch_size: int = 16
-    crop_size: int = 128
-    scale_range: tuple[float, float] = (0.7, 1.3)
     eval_scales: list[float] = field(default_factory=lambda: [1.0])
     eval_flip: bool = False
     eval_crf: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from wsss.config import RunConfig
+from wsss.config import NetworkTrainingConfig, RunConfig
 from wsss.data import build_dataset
 from wsss.data.base import SegDataset
-from wsss.errors import ConfigError
+from wsss.data.datamodule import WSSSDataModule
+from wsss.errors import ConfigError, StageMissingError
 from wsss.io import atomic_write_json
 
 log = logging.getLogger("wsss")
@@ -48,6 +51,17 @@ def make_loggers(cfg: RunConfig, save_dir: Path, name: str) -> list:
     return loggers
 
 
+def datamodule_for(cfg: RunConfig, section: NetworkTrainingConfig, task: str, mean, std,
+                   mask_dir: str | Path | None = None) -> WSSSDataModule:
+    """Loaders of the configured dataset with the crop, batch and rescale settings of ``section``."""
+    return WSSSDataModule(
+        dataset=cfg.data.name, root=cfg.data.root, train_split=cfg.data.train_split,
+        val_split=cfg.data.val_split, task=task, crop_size=section.crop_size, batch_size=section.batch_size,
+        num_workers=cfg.data.num_workers, mean=mean, std=std, scale_range=tuple(section.scale_range),
+        dataset_kwargs=dict(cfg.data.kwargs), seed=cfg.seed, mask_dir=str(mask_dir) if mask_dir is not None else None,
+    )
+
+
 def make_trainer(cfg: RunConfig, save_dir: Path, name: str, max_steps: int, callbacks: list | None = None,
                  validate: bool = True) -> pl.Trainer:
     """A Trainer for a training stage; devices, strategy and precision come from ``cfg.trainer``.
@@ -63,6 +77,35 @@ def make_trainer(cfg: RunConfig, save_dir: Path, name: str, max_steps: int, call
         num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
     )
     return pl.Trainer(**kwargs)
+
+
+def fit_resumable(cfg: RunConfig, module: pl.LightningModule, datamodule: pl.LightningDataModule, final: Path,
+                  name: str, max_steps: int, checkpoint_every: int, validate: bool = True) -> pl.Trainer:
+    """Train ``module`` for ``max_steps``, resuming from ``final.parent/last.ckpt`` (saved every
+    ``checkpoint_every`` steps), and publish the finished model as ``final``."""
+    out = final.parent
+    checkpoint = ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every)
+    trainer = make_trainer(cfg, out, name, max_steps, callbacks=[checkpoint], validate=validate)
+    last = out / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    save_final_checkpoint(trainer, final)
+    return trainer
+
+
+def save_final_checkpoint(trainer: pl.Trainer, final: Path) -> None:
+    """Save on every rank (the call is collective), then publish atomically from rank 0.
+
+    An interrupted fit (signal, Ctrl-C) publishes nothing, so the next run resumes from ``last.ckpt``
+    instead of mistaking a partly trained model for a finished one.
+    """
+    if trainer.interrupted or trainer.global_step < trainer.max_steps:
+        raise StageMissingError(f"training stopped at step {trainer.global_step} of {trainer.max_steps}; "
+                                f"run the same command again to resume from {final.parent / 'last.ckpt'}")
+    tmp = final.with_name(".tmp-" + final.name)
+    trainer.save_checkpoint(tmp)
+    trainer.strategy.barrier()
+    if trainer.is_global_zero:
+        os.replace(tmp, final)
 
 
 def read_stages(out: Path) -> dict[str, Any]:

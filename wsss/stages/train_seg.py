@@ -7,16 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from wsss.config import RunConfig
-from wsss.data.datamodule import WSSSDataModule
 from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
 from wsss.models.segmenter import Segmenter
-from wsss.stages.common import dataset_for, make_trainer, stage
+from wsss.stages.common import datamodule_for, dataset_for, fit_resumable, stage
 from wsss.stages.pseudo import eval_dir, pseudo_dir
-from wsss.stages.train_cls import save_final_checkpoint
 from wsss.train.seg_inference import evaluate_segmenter
 from wsss.train.segmentation import SegmenterModule
 
@@ -53,26 +50,11 @@ def run_train_seg(cfg: RunConfig, masks: str | None = None) -> dict[str, Any]:
         else:
             pl.seed_everything(cfg.seed, workers=True)
             val_ds = dataset_for(cfg, cfg.data.val_split)
-            module = SegmenterModule(
-                backbone=s.backbone, num_classes=val_ds.num_classes, head=s.head, head_kwargs=dict(s.head_kwargs),
-                pretrained=s.pretrained, backbone_kwargs=dict(s.backbone_kwargs), optimizer=s.optimizer, lr=s.lr,
-                momentum=s.momentum, weight_decay=s.weight_decay, head_lr_mult=s.head_lr_mult,
-                warmup_steps=s.warmup_steps, max_steps=s.max_steps, class_names=list(val_ds.class_names),
-            )
-            datamodule = WSSSDataModule(
-                dataset=cfg.data.name, root=cfg.data.root, train_split=cfg.data.train_split,
-                val_split=cfg.data.val_split, task="seg", crop_size=s.crop_size, batch_size=s.batch_size,
-                num_workers=cfg.data.num_workers, mean=module.model.mean, std=module.model.std,
-                scale_range=tuple(s.scale_range), dataset_kwargs=dict(cfg.data.kwargs), seed=cfg.seed,
-                mask_dir=str(source) if source is not None else None,
-            )
-            every = max(1, min(500, s.max_steps // 4))
-            checkpoint = ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0, every_n_train_steps=every)
-            trainer = make_trainer(cfg, out, f"segmenter_{name}", s.max_steps, callbacks=[checkpoint],
-                                   validate=False)
-            last = out / "last.ckpt"
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
-            save_final_checkpoint(trainer, final)
+            module = SegmenterModule(num_classes=val_ds.num_classes, head=s.head, head_kwargs=dict(s.head_kwargs),
+                                     class_names=list(val_ds.class_names), **s.module_kwargs())
+            datamodule = datamodule_for(cfg, s, "seg", module.model.mean, module.model.std, mask_dir=source)
+            fit_resumable(cfg, module, datamodule, final, f"segmenter_{name}", s.max_steps,
+                          checkpoint_every=max(1, min(500, s.max_steps // 4)), validate=False)
         result = evaluate_checkpoint(cfg, final, eval_dir(cfg) / f"seg_{name}")
         record["miou"] = result["miou"]
     return result
