@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,16 +10,18 @@ from torch import nn
 from wsss.errors import ConfigError
 from wsss.models import build_backbone
 from wsss.models.classifier_heads import ClassifierHead
-from wsss.models.weights import read_module_checkpoint
+from wsss.models.network import BackboneNetwork
 
 
-class Classifier(nn.Module):
+class Classifier(BackboneNetwork):
     """A multi-label classifier over ``num_classes`` foreground classes.
 
     ``forward`` returns logits only, so CAM libraries see a plain classifier; ``feature_map`` (an
     identity the final map flows through) is the default CAM target layer and ``get_classifier()``
     gives the 1x1 conv (timm's API). The auxiliary head reads ``backbone.features[aux_layer]``.
     """
+
+    checkpoint_kind = "classifier"
 
     def __init__(self, backbone: str, num_classes: int, pooling: str = "gap", temperature: float = 1.0,
                  aux_layer: int | None = None, pretrained: bool | str = False,
@@ -41,14 +42,6 @@ class Classifier(nn.Module):
                 raise ConfigError(f"classifier.aux_layer {aux_layer} out of range for {backbone} "
                                   f"({len(self.backbone.out_channels)} blocks/stages)") from exc
             self.aux_head = ClassifierHead(channels, num_classes, pooling, temperature)
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return tuple(self.backbone.mean)
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return tuple(self.backbone.std)
 
     def get_classifier(self) -> nn.Conv2d:
         return self.head.classifier
@@ -75,14 +68,3 @@ class Classifier(nn.Module):
     def new_parameters(self) -> list[nn.Parameter]:
         heads = [self.head] + ([self.aux_head] if self.aux_head is not None else [])
         return [p for h in heads for p in h.parameters()]
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.backbone.parameters())
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Classifier:
-        """Rebuild from a ClassifierModule checkpoint (``weights_only`` load; no pretrained file needed)."""
-        config, state = read_module_checkpoint(path, "classifier")
-        model = cls(**config)
-        model.load_state_dict(state)
-        return model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,16 +10,18 @@ from torch import nn
 
 from wsss.errors import ConfigError
 from wsss.models import build_backbone
+from wsss.models.network import BackboneNetwork
 from wsss.models.seg_heads import SEG_HEADS
-from wsss.models.weights import read_module_checkpoint
 
 
-class Segmenter(nn.Module):
+class Segmenter(BackboneNetwork):
     """Logits [B, C, H/stride, W/stride] (``forward``) or at input size (``forward_full``).
 
     ``num_classes`` includes background. ViT backbones feed the head their per-block maps, CNNs their
     stages; ``final`` replaces the last entry so a ViT's last level is the normed one.
     """
+
+    checkpoint_kind = "segmenter"
 
     def __init__(self, backbone: str, num_classes: int, head: str = "aspp", pretrained: bool | str = False,
                  head_kwargs: dict[str, Any] | None = None, backbone_kwargs: dict[str, Any] | None = None):
@@ -32,14 +33,6 @@ class Segmenter(nn.Module):
         self.backbone = build_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
         self.head = SEG_HEADS[head](list(self.backbone.out_channels), num_classes, **(head_kwargs or {}))
 
-    @property
-    def mean(self):
-        return tuple(self.backbone.mean)
-
-    @property
-    def std(self):
-        return tuple(self.backbone.std)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.backbone(x)
         return self.head([*out.features[:-1], out.final])
@@ -49,14 +42,3 @@ class Segmenter(nn.Module):
 
     def new_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.backbone.parameters())
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Segmenter:
-        """Rebuild from a SegmenterModule checkpoint (``weights_only`` load)."""
-        config, state = read_module_checkpoint(path, "segmenter")
-        model = cls(**config)
-        model.load_state_dict(state)
-        return model
