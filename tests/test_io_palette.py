@@ -20,8 +20,16 @@ def test_atomic_path_publishes_only_on_success(tmp_path):
     assert target.read_text() == "whole"
 
 
+def test_a_file_being_written_is_invisible_to_a_scan_for_the_final_suffix(tmp_path):
+    with atomic_path(tmp_path / "a.png") as tmp:
+        tmp.write_bytes(b"partial")
+        assert tmp.parent == tmp_path and tmp.name.startswith(".tmp-")
+        assert list(tmp_path.glob("*.png")) == []
+    assert [p.name for p in tmp_path.glob("*.png")] == ["a.png"]
+
+
 def test_clean_stale_temps_removes_only_temporaries(tmp_path):
-    (tmp_path / ".tmp-x.png.123.png").write_bytes(b"partial")
+    (tmp_path / ".tmp-x.png.123.tmp").write_bytes(b"partial")
     (tmp_path / "x.png").write_bytes(b"done")
     assert clean_stale_temps(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]

@@ -2,7 +2,9 @@
 
 A killed job therefore never leaves a half-written file that a resumed run would mistake for a
 finished one; temporary files carry a ``.tmp-`` prefix and live in the destination folder so the final
-``os.replace`` is a rename within one file system.
+``os.replace`` is a rename within one file system. They end in ``.tmp``, not in the final suffix, so a
+scan such as ``folder.glob("*.png")`` (pathlib's ``*`` matches dot files) never lists one; writers pass
+the file format explicitly instead of letting it be inferred from the name.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent, suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent, suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
