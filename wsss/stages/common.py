@@ -19,7 +19,7 @@ from wsss.data import build_dataset
 from wsss.data.base import SegDataset
 from wsss.data.datamodule import WSSSDataModule
 from wsss.errors import ConfigError, StageMissingError
-from wsss.io import atomic_write_json
+from wsss.io import TMP_PREFIX, atomic_write_json
 
 log = logging.getLogger("wsss")
 
@@ -101,7 +101,7 @@ def save_final_checkpoint(trainer: pl.Trainer, final: Path) -> None:
     if trainer.interrupted or trainer.global_step < trainer.max_steps:
         raise StageMissingError(f"training stopped at step {trainer.global_step} of {trainer.max_steps}; "
                                 f"run the same command again to resume from {final.parent / 'last.ckpt'}")
-    tmp = final.with_name(".tmp-" + final.name)
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.tmp")
     trainer.save_checkpoint(tmp)
     trainer.strategy.barrier()
     if trainer.is_global_zero:
