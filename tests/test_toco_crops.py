@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wsss.errors import ConfigError
-from wsss.refiners.toco_crops import colour_jitter, random_resized_crop, sample_local_crops
+from wsss.refiners.toco.crops import colour_jitter, random_resized_crop, sample_local_crops
 
 
 def _coord_images(b, h, w):

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.refiners.toco import ToCoRefiner
-from wsss.refiners.toco_heads import ema_update
+from wsss.refiners.toco.heads import ema_update
 from wsss.train.classification import ClassifierModule
 from wsss.train.optim import lr_multiplier
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wsss.refiners.toco_labels import (
+from wsss.refiners.toco.labels import (
     box_mask,
     cam_to_label,
     label_to_aff_mask,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wsss.refiners.toco import ctc_loss, ptc_loss
-from wsss.refiners.toco_losses import balanced_seg_loss
+from wsss.refiners.toco.losses import balanced_seg_loss
 
 E1 = torch.tensor([1.0, 0.0], dtype=torch.float64)
 E2 = torch.tensor([0.0, 1.0], dtype=torch.float64)

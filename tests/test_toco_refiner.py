@@ -11,7 +11,7 @@ from wsss.errors import ConfigError
 from wsss.models.classifier import Classifier
 from wsss.refiners import build_refiners
 from wsss.refiners.toco import ToCoRefiner
-from wsss.refiners.toco_heads import ProjectionHead, ema_update
+from wsss.refiners.toco.heads import ProjectionHead, ema_update
 
 NUM_FG = 3
 SMALL = dict(proj_hidden_dim=16, proj_bottleneck_dim=8, proj_dim=12, decoder_channels=8, n_local=2,
@@ -173,7 +173,7 @@ def test_teacher_moves_only_by_ema_after_optimiser_steps(faithful):
 def test_valid_box_marks_padding_ignored_in_seg_labels(monkeypatch):
     model, refiner, batch = _setup()
     seen = {}
-    import wsss.refiners.toco as toco_module
+    import wsss.refiners.toco.refiner as toco_module
 
     def spy(logits, labels):
         seen["labels"] = labels

@@ -4,7 +4,7 @@ import pytest
 
 from wsss.errors import ConfigError
 from wsss.refiners.toco import ToCoRefiner
-from wsss.refiners.toco_schedule import default_starts, loss_weights
+from wsss.refiners.toco.schedule import default_starts, loss_weights
 
 
 def _voc(step, faithful):

@@ -1,8 +1,8 @@
 """ToCo refiner: token contrast (PTC + CTC) on a ViT classifier with a jointly trained segmentation
 decoder (Ru et al., CVPR 2023; spec ``shared/specs/toco_usage_doei.md`` section A).
 
-This module only orchestrates; the maths lives in ``toco_losses`` (losses), ``toco_labels`` (CAMs
-and labels), ``toco_crops`` (views), ``toco_schedule`` (loss weights) and ``toco_heads`` (modules).
+This module only orchestrates; the maths lives in ``losses`` (losses), ``labels`` (CAMs
+and labels), ``crops`` (views), ``schedule`` (loss weights) and ``heads`` (modules) of this subpackage.
 
 ``faithful=True`` reproduces the official code (rulixiang/ToCo e13514d) including the quirks of
 spec A.9; ``faithful=False`` (default) is the corrected behaviour:
@@ -61,13 +61,11 @@ from torch import nn
 
 from wsss.errors import ConfigError
 from wsss.refiners.base import Losses, Refiner
-from wsss.refiners.toco_crops import colour_jitter, random_resized_crop, sample_local_crops
-from wsss.refiners.toco_heads import LargeFOV, ProjectionHead, ema_update
-from wsss.refiners.toco_labels import multi_scale_cam, refine_labels_with_background, roi_map, token_labels
-from wsss.refiners.toco_losses import balanced_seg_loss, ctc_loss, ptc_loss
-from wsss.refiners.toco_schedule import ToCoWeights, default_starts, loss_weights
-
-__all__ = ["ToCoRefiner", "ctc_loss", "ptc_loss"]
+from wsss.refiners.toco.crops import colour_jitter, random_resized_crop, sample_local_crops
+from wsss.refiners.toco.heads import LargeFOV, ProjectionHead, ema_update
+from wsss.refiners.toco.labels import multi_scale_cam, refine_labels_with_background, roi_map, token_labels
+from wsss.refiners.toco.losses import balanced_seg_loss, ctc_loss, ptc_loss
+from wsss.refiners.toco.schedule import ToCoWeights, default_starts, loss_weights
 
 THRESHOLDS = {"voc": (0.70, 0.25, 0.50), "coco": (0.65, 0.25, 0.45)}
 
@@ -104,6 +102,15 @@ class ToCoRefiner(Refiner):
     """
 
     name = "toco"
+    families = ("vit",)
+
+    @classmethod
+    def demo_entries(cls) -> dict[str, dict[str, Any]]:
+        """ToCo on the demo ViT: VOC thresholds and weights, the schedule and crops scaled to the
+        600-step, 128 px budget (``configs/demo/toco_vit.yaml``)."""
+        return {"toco_vit": {"family": "vit", "overrides": {"classifier": {"refiners": [{
+            "name": "toco", "dataset": "voc", "seg_warmup": 300, "local_size": 48, "n_local": 4,
+            "proj_hidden_dim": 512, "proj_bottleneck_dim": 128, "proj_dim": 256}]}}}}
 
     def __init__(
         self,

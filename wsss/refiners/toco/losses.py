@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.data.palette import IGNORE_INDEX
-from wsss.refiners.toco_labels import label_to_aff_mask
+from wsss.refiners.toco.labels import label_to_aff_mask
 
 
 def ptc_loss(tokens: torch.Tensor, token_labels: torch.Tensor, faithful: bool = False) -> torch.Tensor:

@@ -131,7 +131,7 @@ def sample_local_crops(
 
     Args:
         images: [B, 3, H, W] crop source.
-        roi: LongTensor [B, H, W] with values 0 / 1 / 2 (see ``toco_labels.roi_map``).
+        roi: LongTensor [B, H, W] with values 0 / 1 / 2 (see ``labels.roi_map``).
         n_local: crops per image.
         size: crop side in pixels (must be < H and < W).
         generator: CPU generator.
