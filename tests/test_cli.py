@@ -48,9 +48,22 @@ def test_fast_preset_matches_its_config_file_and_yields_to_explicit_overrides():
     assert cfg.out == FAST_PRESET["out"]
 
 
-def test_unknown_field_is_rejected():
-    with pytest.raises(SystemExit):
-        parse(["pipeline", "--classifier.max_stepz", "3"])
+def test_unknown_field_is_named_with_its_source_and_the_closest_names(tmp_path, capsys):
+    assert main(["pipeline", "--classifier.max_stepz", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "command line: unknown field 'classifier.max_stepz'; did you mean classifier.max_steps" in err
+    assert "usage:" not in err and len(err.splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classifier:\n  backbone: resnet18\n  max_step: 3\n")
+    assert main(["pipeline", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: unknown field 'classifier.max_step'; did you mean classifier.max_steps" in err
+
+
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_field(capsys):
+    assert main(["pipeline", "--classifier.max_steps", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "classifier.max_steps" in err and "many" in err and "usage:" not in err
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_masks_for_every_image_in_the_palette(setup):
 
 def test_sweep_finds_the_best_threshold_in_one_pass(setup):
     root, dataset, cam_dir = setup
-    best_t, best_miou, curve = sweep_cam_thresholds(cam_dir, dataset, thresholds=[0.1, 0.3, 0.45, 0.8],
+    best_t, best_miou, curve, _, _ = sweep_cam_thresholds(cam_dir, dataset, thresholds=[0.1, 0.3, 0.45, 0.8],
                                                     out_dir=root / "sweep", workers=1, progress=False)
     assert best_t == pytest.approx(0.45)  # a gaussian blur crosses half its peak (0.9 / 2) at the edge
     assert best_miou == max(m for _, m in curve)

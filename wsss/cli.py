@@ -3,22 +3,26 @@
 Every subcommand reads the same run configuration (:class:`wsss.config.RunConfig`): a YAML file given
 with ``--config FILE`` (or as the first positional argument) and any field overridden on the command
 line with its dotted name, e.g. ``wsss pipeline configs/voc/cam_resnet50.yaml --classifier.max_steps 100``.
-``wsss SUBCOMMAND --help`` lists every field with its default.
+``wsss SUBCOMMAND --help`` lists every field with its default. ``wsss compare`` takes several
+configurations (see :mod:`wsss.compare`) and has flags of its own.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import os
 import sys
-from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from wsss.config import RunConfig
+from wsss.config import RunConfig, check_field_name, check_yaml_fields
 from wsss.demo import fast_preset_yaml
-from wsss.errors import WSSSError
+from wsss.errors import ConfigError, WSSSError
 
 SUBCOMMANDS = {
     "train-cls": "train the image-level classifier (OUT/classifier/classifier.ckpt)",
@@ -28,11 +32,16 @@ SUBCOMMANDS = {
     "eval": "mIoU of a mask folder (--pred_dir) or a CAM folder threshold sweep (--cam_dir) against ground truth",
     "pipeline": "all stages on any dataset config; OUT/summary.json and OUT/report/index.html",
     "demo": "the pipeline on the built-in synthetic data (no download, a few minutes on a laptop CPU)",
+    "compare": "run configs or variants side by side on the same data and budget; DIR/leaderboard.md",
 }
+STAGE_COMMANDS = ("train-cls", "cams", "pseudo", "train-seg", "pipeline", "demo")
+# flags of a subcommand that are not RunConfig fields
+OWN_FLAGS = {"config", "c", "help", "h", "ckpt", "pred_dir", "cam_dir", "split", "eval_out", "fast", "stages",
+             "overwrite", "print_config"}
 
 
 def _subparser(name: str) -> ArgumentParser:
-    parser = ArgumentParser(description=SUBCOMMANDS[name])
+    parser = ArgumentParser(description=SUBCOMMANDS[name], exit_on_error=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML run configuration")
     parser.add_class_arguments(RunConfig)
     if name == "cams":
@@ -49,14 +58,23 @@ def _subparser(name: str) -> ArgumentParser:
                             help="folder for metrics.json and plots (default OUT/eval/<folder name>)")
     if name == "demo":
         parser.add_argument("--fast", action="store_true", help="a smaller, quicker run (under 3 minutes)")
+    if name == "pipeline":
+        parser.add_argument("--stages", type=str, default="train-cls,cams,pseudo,train-seg",
+                            help="comma-separated stages to run, in pipeline order")
+    if name in STAGE_COMMANDS:
+        parser.add_argument("--overwrite", type=str | None, default=None,
+                            help="comma-separated stages (train-cls, cams, pseudo, train-seg) whose outputs in "
+                                 "OUT are deleted and redone, with the stages made from them")
     return parser
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation.")
+    parser = ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation.", exit_on_error=False)
     subcommands = parser.add_subcommands(dest="command")
     for name in SUBCOMMANDS:
-        subcommands.add_subcommand(name, _subparser(name), help=SUBCOMMANDS[name])
+        # `compare` is parsed by compare_parser (main hands it over first); listed here for --help
+        sub = _subparser(name) if name != "compare" else ArgumentParser(description=SUBCOMMANDS[name])
+        subcommands.add_subcommand(name, sub, help=SUBCOMMANDS[name])
     return parser
 
 
@@ -73,12 +91,55 @@ def expand_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def check_arguments(args: list[str], source: str = "command line") -> None:
+    """Name the file or flag of an unknown config field before the parser buries it in its usage text."""
+    for i, token in enumerate(args):
+        if not token.startswith("--"):
+            continue
+        name = token[2:].split("=", 1)[0]
+        if name == "config":
+            value = token.split("=", 1)[1] if "=" in token else (args[i + 1] if i + 1 < len(args) else "")
+            path = Path(value)
+            if value.endswith((".yaml", ".yml")) and not path.is_file():
+                raise ConfigError(f"--config: file {path} not found")
+            if path.suffix in (".yaml", ".yml") and path.is_file():
+                try:
+                    check_yaml_fields(yaml.safe_load(path.read_text()) or {}, str(path))
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        elif name not in OWN_FLAGS:
+            check_field_name(name, source)
+
+
 def run_config(ns: Namespace) -> RunConfig:
     """The RunConfig of a parsed (instantiated) subcommand namespace."""
-    return RunConfig(**{f.name: ns[f.name] for f in fields(RunConfig)})
+    return RunConfig(**{f.name: ns[f.name] for f in dataclasses.fields(RunConfig)})
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    """``cfg`` in full as YAML (every field; readable by ``--config``)."""
+    from wsss.stages.fingerprint import _plain
+
+    return yaml.safe_dump(_plain(cfg), sort_keys=False)
+
+
+def parse_run_config(command: str, args: list[str], source: str = "command line") -> tuple[RunConfig, str]:
+    """(RunConfig, its full YAML) from command-line style ``args`` of ``command``; errors name ``source``."""
+    check_arguments(args, source)
+    parser = _subparser(command)
+    try:
+        ns = parser.parse_args(args)
+    except argparse.ArgumentError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    cfg = run_config(parser.instantiate_classes(ns))
+    return cfg, config_yaml(cfg)
 
 
 def dispatch(command: str, cfg: RunConfig, ns: Namespace) -> Any:
+    if command in STAGE_COMMANDS and ns.overwrite:
+        from wsss.stages.common import overwrite_stages
+
+        overwrite_stages(cfg.out_dir, [s.strip() for s in ns.overwrite.split(",") if s.strip()])
     if command == "train-cls":
         from wsss.stages.train_cls import run_train_cls
 
@@ -100,24 +161,76 @@ def dispatch(command: str, cfg: RunConfig, ns: Namespace) -> Any:
 
         return run_eval(cfg, pred_dir=ns.pred_dir, cam_dir=ns.cam_dir, split=ns.split, out=ns.eval_out)
     if command in ("pipeline", "demo"):
-        from wsss.stages.pipeline import run_pipeline
+        from wsss.stages.pipeline import PIPELINE_STAGES, run_pipeline
 
-        return run_pipeline(cfg)
+        stages = [s.strip() for s in ns.stages.split(",")] if command == "pipeline" else PIPELINE_STAGES
+        return run_pipeline(cfg, stages)
     raise AssertionError(command)
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsss compare", description=SUBCOMMANDS["compare"],
+        epilog="Example: wsss compare configs/demo/cnn.yaml --variant 'crf5:--pseudo.crf_n_iter=5' --out runs/cmp")
+    parser.add_argument("configs", nargs="*", help="config files, one entry each (named by the file stem)")
+    parser.add_argument("--variant", action="append", default=[], metavar="'NAME:--field=value ...'",
+                        help="an entry made of the first config (or the defaults) with these overrides")
+    parser.add_argument("--preset", default=None, help="built-in set of entries: refiners")
+    parser.add_argument("--out", default=None, help="output folder (default runs/compare_<preset>)")
+    parser.add_argument("--stages", default="train-cls,cams,pseudo,train-seg",
+                        help="comma-separated pipeline stages every entry runs")
+    parser.add_argument("--set", action="append", default=[], metavar="'--field=value ...'",
+                        help="overrides applied to every entry (after its own)")
+    return parser
+
+
+def compare_main(argv: list[str]) -> int:
+    import shlex
+
+    from wsss.compare import build_entries, preset_entries, run_compare
+    from wsss.compare.entries import check_overrides
+
+    args = compare_parser().parse_args(argv)
+    try:
+        preset = preset_entries(args.preset) if args.preset else None
+        if args.out is None and args.preset is None:
+            raise ConfigError("wsss compare: give --out DIR (or a --preset, whose default folder is "
+                              "runs/compare_<preset>)")
+        out = args.out or f"runs/compare_{args.preset}"
+        common = [t for text in args.set for t in shlex.split(text)]
+        check_overrides(common, "--set")
+        entries = build_entries(args.configs, args.variant, preset)
+        run_compare(entries, out, [s.strip() for s in args.stages.split(",") if s.strip()], common)
+    except WSSSError as exc:
+        print(f"wsss compare: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _prog(command: str | None) -> str:
+    return f"wsss {command}" if command else "wsss"
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("WSSS_LOG_LEVEL", "INFO"), format="[wsss] %(message)s")
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    parser = build_parser()
-    args = expand_argv(list(sys.argv[1:] if argv is None else argv))
-    parsed = parser.parse_args(args)
-    command = parsed.command
-    ns = parser.instantiate(parsed)[command]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "compare":
+        return compare_main(args[1:])
+    args = expand_argv(args)
+    command = args[0] if args and args[0] in SUBCOMMANDS else None
     try:
+        check_arguments(args[1:] if command else args)
+        parser = build_parser()
+        try:
+            parsed = parser.parse_args(args)
+        except argparse.ArgumentError as exc:
+            raise ConfigError(f"{exc}; `{_prog(command)} --help` lists the options") from exc
+        command = parsed.command
+        ns = parser.instantiate(parsed)[command]
         dispatch(command, run_config(ns), ns)
     except WSSSError as exc:
-        print(f"wsss {command}: error: {exc}", file=sys.stderr)
+        print(f"{_prog(command)}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

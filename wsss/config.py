@@ -254,3 +254,51 @@ class RunConfig:
     def out_dir(self) -> Path:
         return Path(self.out)
 
+
+
+def _field_tree(cls: type = RunConfig, prefix: str = "") -> tuple[set[str], set[str]]:
+    """(every dotted field name of ``cls``, the names of its free-form dict fields)."""
+    import dataclasses
+    import typing
+
+    names: set[str] = set()
+    free: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        names.add(dotted)
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            sub, sub_free = _field_tree(kind, dotted + ".")
+            names |= sub
+            free |= sub_free
+        elif typing.get_origin(kind) is dict:
+            free.add(dotted)
+    return names, free
+
+
+def check_field_name(name: str, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` (a file or the command line) when ``name`` is not
+    a field of :class:`RunConfig`, with the closest valid names."""
+    import difflib
+
+    from wsss.errors import ConfigError
+
+    names, free = _field_tree()
+    if name in names or any(name.startswith(f + ".") for f in free):
+        return
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; `wsss <command> --help` lists every field"
+    raise ConfigError(f"{source}: unknown field {name!r}{hint}")
+
+
+def check_yaml_fields(data: Any, source: str, prefix: str = "") -> None:
+    """:func:`check_field_name` on every key of a parsed YAML config (nested sections)."""
+    if not isinstance(data, dict):
+        return
+    names, free = _field_tree()
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        check_field_name(dotted, source)
+        if dotted in names and dotted not in free and isinstance(value, dict):
+            check_yaml_fields(value, source, dotted + ".")

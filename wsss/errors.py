@@ -19,3 +19,7 @@ class ConfigError(WSSSError, ValueError):
 
 class StageMissingError(WSSSError, RuntimeError):
     """A pipeline stage's inputs are missing (run the earlier stage first)."""
+
+
+class StaleOutputsError(WSSSError, RuntimeError):
+    """A stage's output folder holds files made from other settings than the current run's."""

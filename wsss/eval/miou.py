@@ -39,7 +39,9 @@ class ConfusionMatrix:
 
     def compute(self, class_names: list[str] | None = None) -> dict[str, Any]:
         """Per-class IoU/precision/recall (None where undefined), mIoU in percent over the classes
-        present in the ground truth or the prediction, pixel accuracy in percent."""
+        present in the ground truth or the prediction, pixel accuracy in percent, and the foreground
+        precision and recall in percent (pixels of a foreground class labelled with that class, over
+        the foreground pixels predicted / in the ground truth; background is class 0)."""
         m = self.matrix.astype(np.float64)
         tp = np.diag(m)
         gt, pred = m.sum(1), m.sum(0)
@@ -49,6 +51,7 @@ class ConfusionMatrix:
             precision = np.where(pred > 0, tp / pred, np.nan)
             recall = np.where(gt > 0, tp / gt, np.nan)
         total = m.sum()
+        fg_tp, fg_pred, fg_gt = tp[1:].sum(), pred[1:].sum(), gt[1:].sum()
 
         def as_list(a):
             return [None if np.isnan(v) else float(v) for v in a]
@@ -56,6 +59,8 @@ class ConfusionMatrix:
         return {
             "miou": float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan"),
             "pixel_accuracy": float(tp.sum() / total * 100) if total else float("nan"),
+            "fg_precision": float(fg_tp / fg_pred * 100) if fg_pred else float("nan"),
+            "fg_recall": float(fg_tp / fg_gt * 100) if fg_gt else float("nan"),
             "iou": as_list(iou), "precision": as_list(precision), "recall": as_list(recall),
             "class_names": list(class_names) if class_names else [str(i) for i in range(self.num_classes)],
             "pixels": int(total),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -15,6 +16,17 @@ from wsss.errors import DataError
 from wsss.pseudo.storage import load_cams
 
 DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
+
+
+class SweepResult(NamedTuple):
+    """The best background threshold, its mIoU (percent), the curve ``[[threshold, mIoU], ...]`` and
+    the foreground precision / recall (percent) of the CAM at the best threshold."""
+
+    threshold: float
+    miou: float
+    curve: list[list[float]]
+    fg_precision: float
+    fg_recall: float
 
 
 def threshold_confusions(cams: np.ndarray, class_ids: np.ndarray, gt: np.ndarray, thresholds: np.ndarray,
@@ -46,8 +58,8 @@ def _one(args) -> np.ndarray:
 
 def sweep_cam_thresholds(cam_dir: str | Path, dataset: SegDataset, thresholds=DEFAULT_THRESHOLDS,
                          out_dir: str | Path | None = None, workers: int | None = None,
-                         progress: bool = True) -> tuple[float, float, list[list[float]]]:
-    """(best threshold, its mIoU in percent, [[threshold, mIoU], ...]); the curve PNG goes to ``out_dir``."""
+                         progress: bool = True) -> SweepResult:
+    """Score every threshold in one pass over the CAM files; the curve PNG goes to ``out_dir``."""
     from wsss.eval.miou import ConfusionMatrix
     from wsss.viz.plots import plot_threshold_curve
 
@@ -75,13 +87,15 @@ def sweep_cam_thresholds(cam_dir: str | Path, dataset: SegDataset, thresholds=DE
                 total += part
                 bar.update()
     bar.close()
-    mious = []
+    scores = []
     for matrix in total:
         cm = ConfusionMatrix(dataset.num_classes)
         cm.matrix = matrix
-        mious.append(cm.compute()["miou"])
+        scores.append(cm.compute())
+    mious = [s["miou"] for s in scores]
     best = int(np.nanargmax(mious))
     curve = [[float(t), float(m)] for t, m in zip(thresholds, mious)]
     if out_dir is not None:
         plot_threshold_curve([c[0] for c in curve], mious, Path(out_dir) / "threshold_curve.png")
-    return float(thresholds[best]), float(mious[best]), curve
+    return SweepResult(float(thresholds[best]), float(mious[best]), curve, scores[best]["fg_precision"],
+                       scores[best]["fg_recall"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,3 +69,11 @@ class Classifier(BackboneNetwork):
     def new_parameters(self) -> list[nn.Parameter]:
         heads = [self.head] + ([self.aux_head] if self.aux_head is not None else [])
         return [p for h in heads for p in h.parameters()]
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> Classifier:
+        """Rebuild a trained classifier with the refiners it was trained with attached (see
+        :func:`wsss.train.classification.load_classifier_checkpoint`)."""
+        from wsss.train.classification import load_classifier_checkpoint
+
+        return load_classifier_checkpoint(path)

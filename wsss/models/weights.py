@@ -93,16 +93,34 @@ def resolve_weight_file(model_name: str, timm_name: str, pretrained: bool | str)
     return path
 
 
+def read_checkpoint(path: str | Path, kind: str) -> dict:
+    """A wsss Lightning checkpoint (``weights_only`` load): a dict with ``hyper_parameters.model_config``
+    and ``state_dict``. A missing file, a file that is not a checkpoint or one of another program
+    raises :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a readable {kind} checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); "
+                          "retrain it or pass the right file") from exc
+    try:
+        ckpt["hyper_parameters"]["model_config"]
+        ckpt["state_dict"].items()
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a wsss {kind} checkpoint (no hyper_parameters.model_config "
+                          "or state_dict)") from exc
+    return ckpt
+
+
 def read_module_checkpoint(path: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """(model config, model state dict) of a wsss Lightning checkpoint (``weights_only`` load).
 
     The modules store the network's constructor arguments as ``hyper_parameters.model_config`` and
     its weights under the ``model.`` prefix; refiner or optimiser state is left out.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        config = ckpt["hyper_parameters"]["model_config"]
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a wsss {kind} checkpoint (no hyper_parameters.model_config)") from exc
+    ckpt = read_checkpoint(path, kind)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return config, state
+    return ckpt["hyper_parameters"]["model_config"], state

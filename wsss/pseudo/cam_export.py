@@ -45,7 +45,8 @@ def _single(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class CamWriter(pl.LightningModule):
-    """Predict-only module: computes and writes one CAM file per image."""
+    """Predict-only module: computes and writes one CAM file per image. The refiners a trained
+    classifier carries (``model.attached_refiners``) post-process the CAMs in order (``refine_cam``)."""
 
     def __init__(self, model: torch.nn.Module, out_dir: Path, method: str, target_layer: str, preset: str,
                  scales, flip: bool, options: dict[str, Any]):
@@ -64,7 +65,10 @@ class CamWriter(pl.LightningModule):
             targets = (class_ids - 1)[None].to(image.device)
             with torch.inference_mode(False), torch.enable_grad():
                 cams = multiscale_cams(self.model, image, targets, self.target_layer, method=self.method,
-                                       scales=self.scales, flip=self.flip, preset=self.preset, **self.options)[0]
+                                       scales=self.scales, flip=self.flip, preset=self.preset, **self.options)
+                for refiner in getattr(self.model, "attached_refiners", []):
+                    cams = refiner.refine_cam(cams, {"image": image, "targets": targets}, {"model": self.model})
+                cams = cams[0]
         save_cams(self.out_dir / f"{batch['id']}.npz", cams.float().cpu().numpy(), class_ids.cpu().numpy())
         return batch["id"]
 

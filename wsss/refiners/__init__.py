@@ -1,7 +1,9 @@
 """Refiners: training-time and CAM-time plug-ins (see :mod:`wsss.refiners.base`).
 
-``REFINERS`` maps a config name to its class; :func:`build_refiners` turns the config list
-(``[{"name": "toco", ...}, ...]``) into refiner instances, called in order by the modules.
+Each refiner lives in a subpackage of its own (``wsss/refiners/<name>/``: its losses, heads and
+schedule as modules inside). ``REFINERS`` maps a config name to its class; :func:`build_refiners`
+turns the config list (``[{"name": "toco", ...}, ...]``) into refiner instances, called in order by
+the modules.
 """
 
 from __future__ import annotations
@@ -37,4 +39,9 @@ def build_refiners(specs: Sequence[Mapping[str, Any]] | None) -> list[Refiner]:
     return refiners
 
 
-__all__ = ["REFINERS", "Refiner", "ToCoRefiner", "build_refiner", "build_refiners"]
+def refiners_for(family: str) -> list[str]:
+    """Names of the registered refiners (``none`` aside) that support the backbone ``family``."""
+    return [name for name, cls in REFINERS.items() if name != "none" and family in cls.families]
+
+
+__all__ = ["REFINERS", "Refiner", "ToCoRefiner", "build_refiner", "build_refiners", "refiners_for"]

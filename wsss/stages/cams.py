@@ -9,7 +9,8 @@ from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.models.classifier import Classifier
 from wsss.pseudo.cam_export import export_cams
-from wsss.stages.common import dataset_for, stage
+from wsss.stages.common import dataset_for, finished_record, recorded_input, stage
+from wsss.stages.fingerprint import Fingerprint, file_digest, stage_fingerprint
 from wsss.stages.train_cls import classifier_ckpt
 
 log = logging.getLogger("wsss")
@@ -19,17 +20,35 @@ def cam_dir(cfg: RunConfig) -> Path:
     return cfg.out_dir / "cams"
 
 
-def load_classifier(cfg: RunConfig, ckpt: str | Path | None = None) -> Classifier:
+def checkpoint_path(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
     path = Path(ckpt) if ckpt else classifier_ckpt(cfg)
     if not path.is_file():
         raise StageMissingError(f"classifier checkpoint {path} not found; run `wsss train-cls` with the same "
                                 "--out first, or pass --ckpt")
-    return Classifier.from_checkpoint(path).eval()
+    return path
+
+
+def load_classifier(cfg: RunConfig, ckpt: str | Path | None = None) -> Classifier:
+    """The trained classifier (with its refiners attached) in eval mode."""
+    return Classifier.from_checkpoint(checkpoint_path(cfg, ckpt)).eval()
+
+
+def cams_fingerprint(cfg: RunConfig, ckpt: str | Path | None = None, train_cls: str | None = None) -> Fingerprint:
+    """Settings of ``cams`` plus the classifier: the file given as ``--ckpt``, else the ``train_cls``
+    record (or ``train_cls``, the digest a planned classifier run will have)."""
+    if ckpt:
+        source = file_digest(checkpoint_path(cfg, ckpt))
+    else:
+        source = train_cls or recorded_input(cfg.out_dir, "train_cls", classifier_ckpt(cfg))
+    return stage_fingerprint(cfg, "cams", {"train_cls": source})
 
 
 def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
     out = cam_dir(cfg)
-    with stage(cfg.out_dir, "cams") as record:
+    fingerprint = cams_fingerprint(cfg, ckpt)
+    if finished_record(cfg.out_dir, "cams", fingerprint) is not None:
+        return out
+    with stage(cfg.out_dir, "cams", fingerprint) as record:
         model = load_classifier(cfg, ckpt)
         dataset = dataset_for(cfg, cfg.data.cam_split)
         c = cfg.cams

@@ -32,11 +32,11 @@ def run_eval(cfg: RunConfig, pred_dir: str | None = None, cam_dir: str | None = 
     target = Path(out) if out else eval_dir(cfg) / folder.name
     if cam_dir is not None:
         dataset = dataset_for(cfg, split or cfg.data.cam_split)
-        best_t, best_miou, curve = sweep_cam_thresholds(folder, dataset, out_dir=target, workers=cfg.pseudo.workers,
-                                                        progress=cfg.progress)
-        result = {"threshold": float(best_t), "miou": float(best_miou), "curve": curve}
+        sweep = sweep_cam_thresholds(folder, dataset, out_dir=target, workers=cfg.pseudo.workers,
+                                     progress=cfg.progress)
+        result = sweep._asdict()
         atomic_write_json(target / "sweep.json", result)
-        print(f"best background threshold {best_t:.2f}: mIoU {best_miou:.2f}%  (curve: {target})")
+        print(f"best background threshold {sweep.threshold:.2f}: mIoU {sweep.miou:.2f}%  (curve: {target})")
         return result
     dataset = dataset_for(cfg, split or cfg.data.val_split)
     return evaluate_masks(folder, dataset, out_dir=target)

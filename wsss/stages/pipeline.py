@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from wsss.config import RunConfig
+from wsss.errors import ConfigError
 from wsss.io import atomic_write_json
 from wsss.stages.cams import run_cams
 from wsss.stages.common import read_stages
@@ -18,26 +20,35 @@ from wsss.stages.train_seg import run_train_seg
 
 log = logging.getLogger("wsss")
 
-def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
-    """Run all stages for ``cfg`` and write ``OUT/summary.json`` (+ ``OUT/report/`` when enabled)."""
+PIPELINE_STAGES = ("train-cls", "cams", "pseudo", "train-seg")
+
+
+def run_pipeline(cfg: RunConfig, stages: Sequence[str] = PIPELINE_STAGES) -> dict[str, Any]:
+    """Run ``stages`` (all by default, always in pipeline order) for ``cfg`` and write
+    ``OUT/summary.json`` (+ ``OUT/report/`` when enabled and the classifier stage is included)."""
+    unknown = [s for s in stages if s not in PIPELINE_STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown {unknown}; choose from {', '.join(PIPELINE_STAGES)}")
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    run_train_cls(cfg)
-    run_cams(cfg)
-    pseudo = run_pseudo(cfg)
+    if "train-cls" in stages:
+        run_train_cls(cfg)
+    if "cams" in stages:
+        run_cams(cfg)
+    pseudo = run_pseudo(cfg) if "pseudo" in stages else {}
     summary: dict[str, Any] = {
         "seed_cam_miou": pseudo.get("seed_cam_miou"),
         "seed_cam_threshold": pseudo.get("seed_cam_threshold"),
         "pseudo_miou": pseudo.get("pseudo_miou"),
         "pseudo_crf_miou": pseudo.get("pseudo_crf_miou"),
+        "seg_miou": None,
+        "fully_supervised_miou": None,
     }
-    seg = run_train_seg(cfg, cfg.segmenter.masks)
-    summary["seg_miou"] = seg.get("miou")
-    summary["fully_supervised_miou"] = None
-    if cfg.segmenter.fully_supervised:
-        full = run_train_seg(cfg, "gt")
-        summary["fully_supervised_miou"] = full.get("miou")
+    if "train-seg" in stages:
+        summary["seg_miou"] = run_train_seg(cfg, cfg.segmenter.masks).get("miou")
+        if cfg.segmenter.fully_supervised:
+            summary["fully_supervised_miou"] = run_train_seg(cfg, "gt").get("miou")
     if summary["seg_miou"] is not None and summary["fully_supervised_miou"]:
         summary["wsss_over_full"] = summary["seg_miou"] / summary["fully_supervised_miou"]
     summary["seg_trained_on"] = cfg.segmenter.masks
@@ -45,7 +56,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     summary["total_seconds"] = round(time.perf_counter() - start, 2)
     summary["seed"] = cfg.seed
     atomic_write_json(out / "summary.json", summary)
-    if cfg.report:
+    if cfg.report and "train-cls" in stages:
         index = run_report(cfg, summary)
         log.info("report: %s", index)
     print(summary_table(summary))

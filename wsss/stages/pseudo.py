@@ -9,15 +9,18 @@ from typing import Any
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
-from wsss.eval.sweep import sweep_cam_thresholds
+from wsss.eval.sweep import SweepResult, sweep_cam_thresholds
 from wsss.io import atomic_write_json
 from wsss.pseudo.labeler import make_pseudo_masks
 from wsss.stages.cams import cam_dir
-from wsss.stages.common import dataset_for, stage
+from wsss.stages.common import dataset_for, finished_record, recorded_input, stage
+from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
 
 log = logging.getLogger("wsss")
 
 DEFAULT_BG_THRESHOLD = 0.25
+RESULT_KEYS = ("seed_cam_miou", "seed_cam_threshold", "seed_cam_precision", "seed_cam_recall", "bg_threshold",
+               "pseudo_miou", "pseudo_crf_miou")
 
 
 def pseudo_dir(cfg: RunConfig, crf: bool) -> Path:
@@ -28,33 +31,42 @@ def eval_dir(cfg: RunConfig) -> Path:
     return cfg.out_dir / "eval"
 
 
-def seed_sweep(cfg: RunConfig) -> dict[str, Any] | None:
+def pseudo_fingerprint(cfg: RunConfig, cams: str | None = None) -> Fingerprint:
+    """Settings of ``pseudo`` plus the CAMs: the ``cams`` record (or ``cams``, a planned digest)."""
+    return stage_fingerprint(cfg, "pseudo", {"cams": cams or recorded_input(cfg.out_dir, "cams", cam_dir(cfg))})
+
+
+def seed_sweep(cfg: RunConfig) -> SweepResult | None:
     """Best background threshold of the raw CAMs on the CAM split (None without ground truth)."""
     dataset = dataset_for(cfg, cfg.data.cam_split)
     if not dataset.has_masks():
         log.info("split %s has no ground-truth masks: no seed-CAM sweep", cfg.data.cam_split)
         return None
-    best_t, best_miou, curve = sweep_cam_thresholds(cam_dir(cfg), dataset, out_dir=eval_dir(cfg) / "seed_cam",
-                                                    workers=cfg.pseudo.workers, progress=cfg.progress)
-    result = {"threshold": float(best_t), "miou": float(best_miou), "curve": curve}
-    atomic_write_json(eval_dir(cfg) / "seed_cam" / "sweep.json", result)
+    result = sweep_cam_thresholds(cam_dir(cfg), dataset, out_dir=eval_dir(cfg) / "seed_cam",
+                                  workers=cfg.pseudo.workers, progress=cfg.progress)
+    atomic_write_json(eval_dir(cfg) / "seed_cam" / "sweep.json", result._asdict())
     return result
 
 
 def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
+    """Pseudo masks of the CAM split; returns the seed-CAM and pseudo-mask scores (percent)."""
     cams = cam_dir(cfg)
     if not cams.is_dir():
         raise StageMissingError(f"CAM folder {cams} not found; run `wsss cams` with the same --out first")
     p = cfg.pseudo
+    fingerprint = pseudo_fingerprint(cfg)
+    done = finished_record(cfg.out_dir, "pseudo", fingerprint)
+    if done is not None:
+        return {k: done[k] for k in RESULT_KEYS if k in done}
     results: dict[str, Any] = {}
-    with stage(cfg.out_dir, "pseudo") as record:
+    with stage(cfg.out_dir, "pseudo", fingerprint) as record:
         sweep = seed_sweep(cfg)
         if sweep is not None:
-            results["seed_cam_miou"] = sweep["miou"]
-            results["seed_cam_threshold"] = sweep["threshold"]
+            results.update(seed_cam_miou=sweep.miou, seed_cam_threshold=sweep.threshold,
+                           seed_cam_precision=sweep.fg_precision, seed_cam_recall=sweep.fg_recall)
         threshold = p.bg_threshold
         if threshold is None:
-            threshold = sweep["threshold"] if sweep is not None else DEFAULT_BG_THRESHOLD
+            threshold = sweep.threshold if sweep is not None else DEFAULT_BG_THRESHOLD
         results["bg_threshold"] = threshold
         dataset = dataset_for(cfg, cfg.data.cam_split)
         for crf in ([False, True] if p.crf else [False]):

@@ -34,7 +34,7 @@ def _save_png(array: np.ndarray, path: Path) -> str:
     return path.name if path.parent.name == "report" else f"{path.parent.name}/{path.name}"
 
 
-def _example_ids(ids: list[str], n: int) -> list[str]:
+def example_ids(ids: list[str], n: int) -> list[str]:
     """``n`` ids spread evenly over the split (stable across runs)."""
     if len(ids) <= n:
         return list(ids)
@@ -51,7 +51,7 @@ def cam_overlay_section(cfg: RunConfig, report_dir: Path) -> Section:
                            "(maximum over classes), max-normalised; target layer "
                            f"'{cfg.cams.target_layer}'.")
     has_masks = dataset.has_masks()
-    for image_id in _example_ids(dataset.ids, N_EXAMPLES):
+    for image_id in example_ids(dataset.ids, N_EXAMPLES):
         image = dataset.load_image(image_id)
         classes = dataset.labels(image_id)
         if len(classes) == 0:
@@ -80,7 +80,7 @@ def mask_panel_section(cfg: RunConfig, report_dir: Path) -> Section | None:
     folders = [(pseudo_dir(cfg, crf=False), "pseudo"), (pseudo_dir(cfg, crf=True), "pseudo + CRF")]
     folders = [(f, t) for f, t in folders if f.is_dir()]
     section = Section("Pseudo masks", note=f"Split '{cfg.data.cam_split}'; white = ignore (255).")
-    for image_id in _example_ids(dataset.ids, N_EXAMPLES):
+    for image_id in example_ids(dataset.ids, N_EXAMPLES):
         tiles = [dataset.load_image(image_id), mask_rgb(dataset.load_mask(image_id))]
         titles = ["image", "ground truth"]
         for folder, title in folders:
@@ -99,7 +99,7 @@ def segmentation_panel_section(cfg: RunConfig, report_dir: Path) -> Section | No
     if not pred_dirs or not dataset.has_masks():
         return None
     section = Section("Segmenter predictions (val)")
-    for image_id in _example_ids(dataset.ids, N_EXAMPLES):
+    for image_id in example_ids(dataset.ids, N_EXAMPLES):
         tiles = [dataset.load_image(image_id), mask_rgb(dataset.load_mask(image_id))]
         titles = ["image", "ground truth"]
         for folder in pred_dirs:

@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 
 from wsss.config import RunConfig
 from wsss.refiners import build_refiners
-from wsss.stages.common import datamodule_for, dataset_for, fit_resumable, stage
+from wsss.stages.common import datamodule_for, dataset_for, finished_record, fit_resumable, stage
+from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
 from wsss.train.classification import ClassifierModule
 
 log = logging.getLogger("wsss")
@@ -17,6 +18,10 @@ log = logging.getLogger("wsss")
 
 def classifier_ckpt(cfg: RunConfig) -> Path:
     return cfg.out_dir / "classifier" / "classifier.ckpt"
+
+
+def train_cls_fingerprint(cfg: RunConfig) -> Fingerprint:
+    return stage_fingerprint(cfg, "train_cls")
 
 
 def build_classifier_module(cfg: RunConfig, num_classes: int) -> ClassifierModule:
@@ -30,18 +35,24 @@ def build_classifier_module(cfg: RunConfig, num_classes: int) -> ClassifierModul
 
 
 def run_train_cls(cfg: RunConfig) -> Path:
+    """Train (or resume) the classifier; validation mAP of the final model and the trainable
+    parameter count go into the stage record."""
     final = classifier_ckpt(cfg)
-    with stage(cfg.out_dir, "train_cls") as record:
-        if final.is_file():
-            log.info("classifier checkpoint %s exists: skipping training", final)
-            record["skipped"] = True
-            return final
+    fingerprint = train_cls_fingerprint(cfg)
+    if finished_record(cfg.out_dir, "train_cls", fingerprint) is not None:
+        return final
+    with stage(cfg.out_dir, "train_cls", fingerprint) as record:
         pl.seed_everything(cfg.seed, workers=True)
         train_ds = dataset_for(cfg, cfg.data.train_split)
         module = build_classifier_module(cfg, train_ds.num_classes - 1)
+        record["trainable_params"] = module.trainable_parameter_count()
         c = cfg.classifier
         datamodule = datamodule_for(cfg, c, "cls", module.model.mean, module.model.std)
         trainer = fit_resumable(cfg, module, datamodule, final, "classifier", c.max_steps,
                                 checkpoint_every=max(1, min(200, c.max_steps // 4)))
-        record["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if trainer.limit_val_batches != 0:
+            for result in trainer.validate(module, datamodule=datamodule, verbose=False):
+                metrics.update({k: float(v) for k, v in result.items()})
+        record["metrics"] = metrics
     return final

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -9,10 +11,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.errors import ConfigError
 from wsss.models.classifier import Classifier
-from wsss.refiners.base import Refiner
+from wsss.models.weights import read_checkpoint
+from wsss.refiners import build_refiners
+from wsss.refiners.base import Refiner, model_family
 from wsss.train.metrics import macro_f1, mean_average_precision
-from wsss.train.optim import make_optimizer, per_step_scheduler
+from wsss.train.optim import make_optimizer, per_step_scheduler, stage_spans
+
+
+def attach_refiners(model: Classifier, refiners: Sequence[Refiner], max_steps: int) -> None:
+    """Check each refiner supports the backbone family, set its stages from the run length and
+    attach it to ``model``, in order. At most one refiner may define several stages."""
+    family = model_family(model)
+    for refiner in refiners:
+        if family not in refiner.families:
+            raise ConfigError(f"classifier.refiners: {refiner.name!r} supports {' and '.join(refiner.families)} "
+                              f"backbones; {model.config['backbone']!r} is a {family} backbone")
+        refiner.configure_stages(max_steps)
+        refiner.attach(model)
+    staged = [r.name for r in refiners if len(r.stages) > 1]
+    if len(staged) > 1:
+        raise ConfigError(f"classifier.refiners: {staged} each define a stage schedule; list at most one of them")
+
+
+def unique_parameters(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    seen: set[int] = set()
+    out = []
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
 
 
 class ClassifierModule(pl.LightningModule):
@@ -20,8 +50,10 @@ class ClassifierModule(pl.LightningModule):
 
     Loss: multi-label soft margin on the logits (+ ``aux_weight`` x the auxiliary head's) + every
     refiner's weighted terms. The new layers (heads and refiner modules) learn at
-    ``lr * head_lr_mult``; warm-up then poly decay per iteration. Validation logs mAP and macro F1.
-    Refiners are objects (not hyper-parameters); ``refiner_configs`` records how they were built.
+    ``lr * head_lr_mult``; warm-up then poly decay per iteration (restarted at each stage when the
+    staged refiner asks for it). Validation logs mAP and macro F1. Refiners are objects (not
+    hyper-parameters); ``refiner_configs`` records how they were built, so that
+    :func:`load_classifier_checkpoint` can rebuild the trained model with them attached.
     """
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = 20, pooling: str = "gap",
@@ -37,13 +69,30 @@ class ClassifierModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["refiners", "pretrained"])
         self.hparams["model_config"] = self.model.config
         self.refiners = nn.ModuleList(refiners or [])
-        for refiner in self.refiners:
-            refiner.attach(self.model)
+        attach_refiners(self.model, self.refiners, max_steps)
+        self._entered: list[str | None] = [None] * len(self.refiners)
         self._val_scores: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def stage_ends(self) -> dict[int, str]:
+        """``{step: name}`` of every stage that ends before the last step (the step is the first of
+        the next stage); checkpoints are taken there."""
+        ends = {}
+        for refiner in self.refiners:
+            for (name, _), (_, next_first) in zip(refiner.stages, refiner.stages[1:]):
+                if 0 < next_first < self.hparams.max_steps:
+                    ends[next_first] = name
+        return ends
+
+    def _enter_stages(self, step: int) -> None:
+        for i, refiner in enumerate(self.refiners):
+            name = refiner.stage_at(step)
+            if name is not None and name != self._entered[i]:
+                refiner.on_stage_start(name, self.model)
+                self._entered[i] = name
 
     def _classification_loss(self, outputs: dict[str, Any], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {"cls": F.multilabel_soft_margin_loss(outputs["logits"], labels)}
@@ -52,13 +101,14 @@ class ClassifierModule(pl.LightningModule):
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        step = self.global_step
+        self._enter_stages(step)
         for refiner in self.refiners:
             batch = {**batch, **refiner.views(batch)}
         outputs = self.model.forward_outputs(batch["image"])
         outputs["model"] = self.model
         terms = self._classification_loss(outputs, batch["label"])
         total = terms["cls"] + self.hparams.aux_weight * terms.get("aux_cls", 0.0)
-        step = self.global_step
         for refiner in self.refiners:
             for name, (weight, value) in refiner.losses(batch, outputs, step).items():
                 if weight != 0:
@@ -90,11 +140,50 @@ class ClassifierModule(pl.LightningModule):
         self.log("val/mAP", mean_average_precision(scores, targets), prog_bar=True)
         self.log("val/f1", macro_f1(scores, targets))
 
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, new parameters). New: the heads, everything a refiner registers
+        (also where it placed it inside the backbone) and any other parameter outside the backbone."""
+        new = unique_parameters(self.model.new_parameters() + [p for r in self.refiners for p in r.parameters()])
+        new_ids = {id(p) for p in new}
+        backbone = [p for p in unique_parameters(self.model.backbone_parameters()) if id(p) not in new_ids]
+        known = new_ids | {id(p) for p in backbone}
+        new += [p for p in unique_parameters(self.model.parameters()) if id(p) not in known]
+        return backbone, new
+
+    def trainable_parameter_count(self) -> int:
+        backbone, new = self.parameter_groups()
+        return sum(p.numel() for p in backbone + new if p.requires_grad)
+
     def configure_optimizers(self):
         h = self.hparams
-        new = self.model.new_parameters() + [p for r in self.refiners for p in r.parameters()]
-        optimizer = make_optimizer(h.optimizer, [(self.model.backbone_parameters(), h.lr),
-                                                 (new, h.lr * h.head_lr_mult)],
+        backbone, new = self.parameter_groups()
+        optimizer = make_optimizer(h.optimizer, [(backbone, h.lr), (new, h.lr * h.head_lr_mult)],
                                    weight_decay=h.weight_decay, momentum=h.momentum, betas=h.betas)
-        scheduler = per_step_scheduler(optimizer, h.max_steps, h.warmup_steps, h.warmup_ratio, h.poly_power)
+        starts = None
+        if any(r.restart_schedule_per_stage for r in self.refiners):
+            starts = [first for r in self.refiners if r.restart_schedule_per_stage for _, first in r.stages]
+        scheduler = per_step_scheduler(optimizer, h.max_steps, h.warmup_steps, h.warmup_ratio, h.poly_power,
+                                       spans=stage_spans(starts, h.max_steps) if starts else None)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def load_classifier_checkpoint(path: str | Path) -> Classifier:
+    """The trained classifier of a ``ClassifierModule`` checkpoint, with the refiners it was trained
+    with rebuilt, attached and put in their inference state (``Refiner.prepare_inference``).
+
+    The refiners are kept, unregistered, as ``model.attached_refiners`` (their ``refine_cam`` runs at
+    CAM export). Loading is ``weights_only``; no pretrained file is read.
+    """
+    ckpt = read_checkpoint(path, Classifier.checkpoint_kind)
+    hparams = ckpt["hyper_parameters"]
+    model = Classifier(**hparams["model_config"])
+    refiners = build_refiners(hparams.get("refiner_configs") or [])
+    attach_refiners(model, refiners, int(hparams.get("max_steps", 0)))
+    state = ckpt["state_dict"]
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    for i, refiner in enumerate(refiners):
+        prefix = f"refiners.{i}."
+        refiner.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        refiner.prepare_inference(model)
+    model.attached_refiners = list(refiners)
+    return model

@@ -36,9 +36,24 @@ def make_optimizer(name: str, groups: Iterable[tuple[list[nn.Parameter], float]]
     raise ConfigError(f"optimizer must be 'sgd' or 'adamw'; got {name!r}")
 
 
+def stage_spans(starts: list[int], max_steps: int) -> list[tuple[int, int]]:
+    """``[(first, end), ...]`` of consecutive stages from their first steps (end exclusive)."""
+    starts = sorted(set(s for s in starts if 0 <= s < max_steps) | {0})
+    return list(zip(starts, starts[1:] + [max_steps]))
+
+
 def per_step_scheduler(optimizer: torch.optim.Optimizer, max_steps: int, warmup_steps: int,
-                       warmup_ratio: float = 1e-6, power: float = 0.9) -> dict:
-    """A Lightning scheduler config stepping :func:`lr_multiplier` every iteration."""
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, max_steps, warmup_steps, warmup_ratio, power))
+                       warmup_ratio: float = 1e-6, power: float = 0.9,
+                       spans: list[tuple[int, int]] | None = None) -> dict:
+    """A Lightning scheduler config stepping :func:`lr_multiplier` every iteration.
+
+    With ``spans`` (from :func:`stage_spans`) the warm-up and poly decay restart at the first step of
+    each span and run over the span's length."""
+    def multiplier(step: int) -> float:
+        for first, end in spans or [(0, max_steps)]:
+            if first <= step < end:
+                return lr_multiplier(step - first, end - first, warmup_steps, warmup_ratio, power)
+        return lr_multiplier(step, max_steps, warmup_steps, warmup_ratio, power)
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     return {"scheduler": schedule, "interval": "step", "frequency": 1}

@@ -65,3 +65,25 @@ def plot_threshold_curve(thresholds: list[float], mious: list[float], path: Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_grouped_bars(groups: list[str], series: dict[str, list[float | None]], path: Path, ylabel: str = "",
+                      title: str = "") -> Path:
+    """One group of bars per entry of ``groups``, one bar (and colour) per series; missing values are gaps."""
+    n = max(1, len(series))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) * max(1.0, n / 3)), 4))
+    x = np.arange(len(groups))
+    for i, (name, values) in enumerate(series.items()):
+        heights = [np.nan if v is None else v for v in values]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=name)
+        for bar, h in zip(bars, heights):
+            if np.isfinite(h):
+                ax.text(bar.get_x() + bar.get_width() / 2, h, f"{h:.1f}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=min(n, 4), loc="upper left", bbox_to_anchor=(0, -0.1))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

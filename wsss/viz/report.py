@@ -23,12 +23,14 @@ p.note { color: #555; font-size: 0.9em; }
 
 @dataclass
 class Section:
-    """One titled block of the report: optional note, tables (header + rows) and figures (path, caption)."""
+    """One titled block of the report: optional note, tables (header + rows), links (href, text) and
+    figures (path, caption)."""
 
     title: str
     note: str = ""
     tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -45,6 +47,9 @@ def render(title: str, sections: list[Section]) -> str:
         if s.note:
             parts.append(f"<p class='note'>{html.escape(s.note)}</p>")
         parts.extend(_table(h, r) for h, r in s.tables)
+        if s.links:
+            parts.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>"
+                                          for href, text in s.links) + "</ul>")
         for src, caption in s.figures:
             parts.append(f"<figure><img src='{html.escape(src)}' alt='{html.escape(caption)}'>"
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
