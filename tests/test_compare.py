@@ -15,7 +15,7 @@ from wsss.cli import main, parse_run_config
 from wsss.compare.leaderboard import COLUMNS, best_entries, build_rows, markdown
 from wsss.compare.presets import preset_entries
 from wsss.refiners import REFINERS, Refiner
-from wsss.stages.common import read_stages
+from wsss.stages.records import read_stages
 
 ROOT = Path(__file__).parents[1]
 

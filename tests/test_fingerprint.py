@@ -6,7 +6,7 @@ import json
 import pytest
 
 from wsss.cli import main
-from wsss.stages.common import read_stages
+from wsss.stages.records import read_stages
 
 TINY = ["--data.kwargs", "{n_train: 12, n_val: 4, image_size: 48}", "--classifier.backbone", "resnet10t",
         "--classifier.pretrained", "false", "--classifier.max_steps", "2", "--classifier.batch_size", "4",

@@ -4,7 +4,7 @@ import pytest
 
 from wsss.config import RunConfig, TrainerConfig
 from wsss.errors import ConfigError
-from wsss.stages.common import make_loggers
+from wsss.stages.training import make_loggers
 
 
 def test_csv_and_tensorboard_by_default_and_unknown_logger_rejected(tmp_path):

@@ -11,7 +11,7 @@ from wsss.config import RunConfig
 from wsss.errors import ConfigError
 from wsss.models.classifier import Classifier
 from wsss.refiners import REFINERS, Refiner, build_refiners, refiners_for
-from wsss.stages.common import fit_resumable
+from wsss.stages.training import fit_resumable
 from wsss.train.classification import ClassifierModule
 from wsss.train.optim import lr_multiplier, stage_spans
 
@@ -127,7 +127,7 @@ def test_a_run_stopped_after_a_stage_resumes_into_the_next_and_rebuilds_for_cams
         def train_dataloader(self):
             return loader()
 
-    from wsss.stages import common
+    from wsss.stages import training as common
 
     real_make = common.make_trainer
 

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def parse_run_config(command: str, args: list[str], source: str = "command line"
 
 def dispatch(command: str, cfg: RunConfig, ns: Namespace) -> Any:
     if command in STAGE_COMMANDS and ns.overwrite:
-        from wsss.stages.common import overwrite_stages
+        from wsss.stages.records import overwrite_stages
 
         overwrite_stages(cfg.out_dir, [s.strip() for s in ns.overwrite.split(",") if s.strip()])
     if command == "train-cls":
@@ -202,23 +203,64 @@ def compare_main(argv: list[str]) -> int:
         entries = build_entries(args.configs, args.variant, preset)
         run_compare(entries, out, [s.strip() for s in args.stages.split(",") if s.strip()], common)
     except WSSSError as exc:
-        print(f"wsss compare: error: {exc}", file=sys.stderr)
+        print(f"wsss compare: error: {user_message(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def user_message(exc: BaseException) -> str:
+    """The message of a user error; one raised in a DataLoader worker arrives wrapped in the worker's
+    traceback text, of which only the original message is the user's business."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(f"{type(exc).__name__}: ", 1)[-1]
+    return text
 
 
 def _prog(command: str | None) -> str:
     return f"wsss {command}" if command else "wsss"
 
 
+class _NoLightningTips(logging.Filter):
+    """Lightning advertises its cloud products once per trainer; one line of noise per stage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud" not in record.getMessage()
+
+
+def quiet_third_party_noise() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def _own_flags(command: str) -> list[tuple[str, str]]:
+    """(flag, help) of the command's flags that are not config fields, from its parser."""
+    parser = _subparser(command)
+    flags = []
+    for action in parser._actions:
+        names = [o for o in action.option_strings
+                 if o.lstrip("-") in OWN_FLAGS - {"config", "c", "help", "h", "print_config"}]
+        if names:
+            flags.append((names[0], action.help or ""))
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("WSSS_LOG_LEVEL", "INFO"), format="[wsss] %(message)s")
+    quiet_third_party_noise()
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "compare":
         return compare_main(args[1:])
-    args = expand_argv(args)
     command = args[0] if args and args[0] in SUBCOMMANDS else None
+    if command and ("--help" in args or "-h" in args):
+        from wsss.cli_help import command_help
+
+        print(command_help(command, SUBCOMMANDS[command], _own_flags(command)), end="")
+        return 0
+    args = expand_argv(args)
     try:
         check_arguments(args[1:] if command else args)
         parser = build_parser()
@@ -230,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = parser.instantiate(parsed)[command]
         dispatch(command, run_config(ns), ns)
     except WSSSError as exc:
-        print(f"{_prog(command)}: error: {exc}", file=sys.stderr)
+        print(f"{_prog(command)}: error: {user_message(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -89,6 +89,8 @@ class NetworkTrainingConfig:
         scale_range: random rescale range before cropping.
     """
 
+    section: ClassVar[str] = "network"
+
     backbone: str = "efficientnet_lite0"
     pretrained: bool | str = True
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +104,17 @@ class NetworkTrainingConfig:
     batch_size: int = 16
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
+
+    def __post_init__(self) -> None:
+        from wsss.errors import ConfigError
+
+        section = self.section
+        for name, minimum in (("max_steps", 1), ("batch_size", 1), ("crop_size", 1), ("warmup_steps", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{section}.{name} must be an integer >= {minimum}; got {value!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"{section}.lr must be > 0; got {self.lr!r}")
 
     def module_kwargs(self) -> dict[str, Any]:
         """The backbone and optimisation arguments of ``ClassifierModule`` / ``SegmenterModule``."""
@@ -122,6 +135,8 @@ class ClassifierConfig(NetworkTrainingConfig):
         aux_weight: weight of the auxiliary classification loss.
         refiners: refiner configs, each a dict with a ``name`` from ``wsss.refiners.REFINERS``.
     """
+
+    section: ClassVar[str] = "classifier"
 
     lr: float = 0.02
     pooling: str = "gap"
@@ -211,6 +226,8 @@ class SegmenterConfig(NetworkTrainingConfig):
         eval_flip: add flipped inputs at inference.
         eval_crf: dense CRF on the segmenter's softmax at inference.
     """
+
+    section: ClassVar[str] = "segmenter"
 
     masks: str = "pseudo_crf"
     fully_supervised: bool = True

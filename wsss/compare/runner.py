@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,11 +28,12 @@ from wsss.compare.page import write_page
 from wsss.config import RunConfig
 from wsss.errors import ConfigError
 from wsss.io import atomic_write_json
+from wsss.processes import die_with_parent
 from wsss.stages.cams import cams_fingerprint
-from wsss.stages.common import read_stages, stage_outputs, update_record
 from wsss.stages.fingerprint import Fingerprint
 from wsss.stages.pipeline import PIPELINE_STAGES
 from wsss.stages.pseudo import pseudo_fingerprint
+from wsss.stages.records import read_stages, stage_outputs, update_record
 from wsss.stages.train_cls import train_cls_fingerprint
 from wsss.stages.train_seg import masks_name, train_seg_fingerprint
 
@@ -90,21 +90,11 @@ def share_finished_stages(cfg: RunConfig, plan: dict[str, Fingerprint], others: 
     return shared
 
 
-def _die_with_parent() -> None:
-    """Child-side: be killed when the comparing process dies (Linux), so no orphan keeps writing."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def run_entry(config_file: Path, stages: Sequence[str]) -> tuple[int, float, float]:
     """Run one entry's pipeline in a child process: (exit code, wall seconds, peak RSS in MiB)."""
     cmd = [sys.executable, "-m", "wsss.cli", "pipeline", "--config", str(config_file), "--stages", ",".join(stages)]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent if os.name == "posix" else None)
+    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent if os.name == "posix" else None)
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:

@@ -46,6 +46,7 @@ class SegDataset(ABC):
     split: str
     class_names: list[str]
     ids: list[str]
+    dropped_ids: list[str] = []
 
     @property
     def num_classes(self) -> int:
@@ -89,16 +90,36 @@ class SegDataset(ABC):
         return vec
 
     def drop_unreadable(self) -> list[str]:
-        """Check every image once, drop unreadable ones from ``ids`` and return the dropped ids."""
+        """Decode every image once, drop unreadable ones (also truncated files) from ``ids`` and
+        return the dropped ids (kept as ``dropped_ids``)."""
         bad = []
         for image_id in self.ids:
-            try:
-                with Image.open(self.image_path(image_id)) as img:
-                    img.verify()
-            except Exception as exc:
-                log.warning("skipping unreadable image %s: %s", self.image_path(image_id), exc)
+            path = self.image_path(image_id)
+            if not _readable(path):
+                log.warning("skipping unreadable image %s (data.skip_bad_images)", path)
                 bad.append(image_id)
         if bad:
             dropped = set(bad)
             self.ids = [i for i in self.ids if i not in dropped]
+        self.dropped_ids = bad
         return bad
+
+
+_READABLE: dict[tuple[str, int, int], bool] = {}
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` decodes completely; remembered per (path, size, mtime) within the process, as
+    every stage builds its datasets more than once."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _READABLE:
+        try:
+            read_image(path)
+            _READABLE[key] = True
+        except DataError:
+            _READABLE[key] = False
+    return _READABLE[key]

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from wsss.data import build_dataset
+from wsss.data.sampling import StepBatchSampler
 from wsss.data.torch_dataset import SegTorchDataset
 from wsss.data.transforms import eval_transform, train_transform
 from wsss.errors import ConfigError
@@ -52,8 +54,8 @@ class WSSSDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> SegTorchDataset:
         ds = self._split(self.train_split, self.mask_dir)
-        transform = train_transform(self.crop_size, self.mean, self.std, self.scale_range, seed=self.seed)
-        torch_ds = SegTorchDataset(ds, transform, require_masks=self.task == "seg")
+        transform = train_transform(self.crop_size, self.mean, self.std, self.scale_range)
+        torch_ds = SegTorchDataset(ds, transform, require_masks=self.task == "seg", seed=self.seed)
         empty = torch_ds.empty_label_ids() if self.task == "cls" else []
         if empty:
             log.warning("%d training images of %s have no foreground label (kept as negatives), e.g. %s",
@@ -66,10 +68,22 @@ class WSSSDataModule(pl.LightningDataModule):
             return SegTorchDataset(ds, eval_transform(self.mean, self.std, size=self.crop_size))
         return SegTorchDataset(ds, eval_transform(self.mean, self.std), require_masks=True)
 
+    def _global_step(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_step) if trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_dataset(), batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        """Batches fixed by (seed, step) (:class:`~wsss.data.sampling.StepBatchSampler`); the loader's
+        own generator keeps its worker seeding off the global RNG the model uses."""
+        dataset = self.train_dataset()
+        if len(dataset) < self.batch_size:
+            raise ConfigError(f"batch_size {self.batch_size} is larger than the {len(dataset)} images of split "
+                              f"{self.train_split!r}; lower the batch size")
+        sampler = StepBatchSampler(len(dataset), self.batch_size, self.seed, start_step=self._global_step)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         batch = self.batch_size if self.task == "cls" else 1
-        return DataLoader(self.val_dataset(), batch_size=batch, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self.val_dataset(), batch_size=batch, shuffle=False, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))

@@ -84,3 +84,12 @@ def read_mask(path: str | os.PathLike, num_classes: int | None = None) -> np.nda
                 f"{path}: mask value {value} is not a class index (0..{num_classes - 1}) nor 255 (ignore)"
             )
     return mask
+
+
+def mask_file_ok(path: Path) -> bool:
+    """Whether ``path`` is a complete, readable mask PNG (an outputs check: a file that is not is redone)."""
+    try:
+        read_mask(path)
+    except DataError:
+        return False
+    return True

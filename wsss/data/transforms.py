@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import albumentations as A
@@ -15,7 +16,12 @@ from wsss.data.palette import IGNORE_INDEX
 def train_transform(crop_size: int, mean: Sequence[float], std: Sequence[float],
                     scale_range: tuple[float, float] = (0.5, 2.0), hflip: bool = True,
                     color_jitter: float = 0.0, seed: int | None = None) -> A.Compose:
-    """Random rescale, pad (image 0, mask 255) to the crop, random crop, flip, colour jitter, normalise."""
+    """Random rescale, pad (image 0, mask 255) to the crop, random crop, flip, colour jitter, normalise.
+
+    All transforms draw from one shared generator (``seed``; training replaces it per sample, see
+    :class:`~wsss.data.torch_dataset.SegTorchDataset`). Albumentations' own ``seed=`` gives every
+    transform a generator with the same seed, which correlates their draws (the flip decision with the
+    scale, the crop position with both)."""
     low, high = scale_range
     ops = [
         A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
@@ -30,7 +36,10 @@ def train_transform(crop_size: int, mean: Sequence[float], std: Sequence[float],
         ops.append(A.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
                                  hue=min(0.5, color_jitter / 4), p=0.8))
     ops.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
-    return A.Compose(ops, seed=seed)
+    compose = A.Compose(ops)
+    generator = np.random.default_rng(seed)
+    compose.set_random_state(generator, random.Random(int(generator.integers(2**63))))
+    return compose
 
 
 def eval_transform(mean: Sequence[float], std: Sequence[float], size: int | None = None) -> A.Compose:

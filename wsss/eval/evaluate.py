@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from wsss.data.base import SegDataset
 from wsss.data.palette import read_mask
@@ -16,7 +17,7 @@ from wsss.viz.plots import plot_class_iou, plot_confusion
 
 
 def evaluate_masks(pred_dir: str | Path, dataset: SegDataset, out_dir: str | Path | None = None,
-                   print_table: bool = True) -> dict[str, Any]:
+                   print_table: bool = True, progress: bool = False) -> dict[str, Any]:
     """Compare ``pred_dir/<id>.png`` with the ground truth of every image of ``dataset``.
 
     With ``out_dir``: ``metrics.json`` (with the confusion matrix), ``class_iou.png`` and
@@ -24,7 +25,7 @@ def evaluate_masks(pred_dir: str | Path, dataset: SegDataset, out_dir: str | Pat
     """
     pred_dir = Path(pred_dir)
     cm = ConfusionMatrix(dataset.num_classes)
-    for image_id in dataset.ids:
+    for image_id in tqdm(dataset.ids, desc=f"evaluate {pred_dir.name}", unit="img", disable=not progress):
         path = pred_dir / f"{image_id}.png"
         if not path.is_file():
             raise DataError(f"{path}: no prediction for image {image_id!r} of split {dataset.split!r}")

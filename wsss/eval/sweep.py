@@ -13,6 +13,7 @@ from tqdm import tqdm
 from wsss.data.base import SegDataset
 from wsss.data.palette import IGNORE_INDEX, read_mask
 from wsss.errors import DataError
+from wsss.processes import die_with_parent
 from wsss.pseudo.storage import load_cams
 
 DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
@@ -49,7 +50,7 @@ def threshold_confusions(cams: np.ndarray, class_ids: np.ndarray, gt: np.ndarray
 
 def _one(args) -> np.ndarray:
     cam_path, mask_path, thresholds, num_classes = args
-    cams, class_ids = load_cams(cam_path)
+    cams, class_ids = load_cams(cam_path, num_classes)
     gt = read_mask(mask_path, num_classes)
     if gt.shape != cams.shape[1:]:
         raise DataError(f"{cam_path}: CAM size {cams.shape[1:]} differs from the ground truth {gt.shape} ({mask_path})")
@@ -82,7 +83,7 @@ def sweep_cam_thresholds(cam_dir: str | Path, dataset: SegDataset, thresholds=DE
             total += _one(job)
             bar.update()
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=die_with_parent) as pool:
             for part in pool.imap_unordered(_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 total += part
                 bar.update()

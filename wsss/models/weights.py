@@ -30,11 +30,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"pretrained weight file {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"pretrained weight file {path}: not a weight file wsss can read ({type(exc).__name__}; "
+                          "only tensors are loaded, never pickled code); point `pretrained` at a .pth/.pt/.bin "
+                          "state dict or a .safetensors file") from exc
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -103,9 +108,8 @@ def read_checkpoint(path: str | Path, kind: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"{path}: not a readable {kind} checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); "
-                          "retrain it or pass the right file") from exc
+        raise ConfigError(f"{path}: not a readable {kind} checkpoint ({type(exc).__name__}; only tensors are "
+                          "loaded, never pickled code); retrain it or pass the right file") from exc
     try:
         ckpt["hyper_parameters"]["model_config"]
         ckpt["state_dict"].items()
@@ -113,6 +117,15 @@ def read_checkpoint(path: str | Path, kind: str) -> dict:
         raise ConfigError(f"{path}: not a wsss {kind} checkpoint (no hyper_parameters.model_config "
                           "or state_dict)") from exc
     return ckpt
+
+
+def checkpoint_file_ok(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint file (read lazily: nothing but its index is loaded)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return True
 
 
 def read_module_checkpoint(path: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -2,7 +2,8 @@
 
 Runs as a Lightning predict loop, so with several devices (DDP) the images are sharded across
 ranks; every rank writes its own files (atomically) and never contends with another. Images whose
-file exists are not recomputed, so a killed run resumes.
+file exists and is valid are not recomputed, so a killed run resumes; a truncated or non-finite file
+counts as not done and is remade.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from wsss.cams import multiscale_cams
 from wsss.data.base import SegDataset
 from wsss.data.transforms import normalise_image
 from wsss.io import clean_stale_temps
-from wsss.pseudo.storage import save_cams
+from wsss.pseudo.storage import cam_file_ok, save_cams
 
 log = logging.getLogger("wsss")
 
@@ -85,7 +86,7 @@ def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out_dir)
-    pending = [i for i in dataset.ids if not (out_dir / f"{i}.npz").is_file()]
+    pending = [i for i in dataset.ids if not cam_file_ok(out_dir / f"{i}.npz")]
     skipped = len(dataset.ids) - len(pending)
     if skipped:
         log.info("%s: %d CAM files already done, %d to make", out_dir, skipped, len(pending))

@@ -17,9 +17,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from wsss.data.base import SegDataset, read_image
-from wsss.data.palette import write_mask
+from wsss.data.palette import mask_file_ok, write_mask
 from wsss.errors import DataError
 from wsss.io import clean_stale_temps
+from wsss.processes import die_with_parent
 from wsss.pseudo.crf import crf_mask
 from wsss.pseudo.storage import load_cams
 from wsss.pseudo.thresholds import cams_to_mask, power_background_mask
@@ -41,11 +42,12 @@ class LabelJob:
     crf: bool
     bg_power: float | None = None
     crf_params: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
 
 
 def label_one(job: LabelJob) -> str:
     """Make and write one pseudo mask; return its image id."""
-    cams, class_ids = load_cams(job.cam_path)
+    cams, class_ids = load_cams(job.cam_path, job.num_classes)
     with Image.open(job.image_path) as img:
         width, height = img.size
     if (height, width) != cams.shape[1:]:
@@ -111,8 +113,8 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
     check_writable(out_dir)
     clean_stale_temps(out_dir)
     jobs = [LabelJob(i, cam_dir / f"{i}.npz", dataset.image_path(i), out_dir / f"{i}.png", bg_threshold, high, low,
-                     crf, bg_power, dict(crf_params or {}))
-            for i in dataset.ids if not (out_dir / f"{i}.png").is_file()]
+                     crf, bg_power, dict(crf_params or {}), dataset.num_classes)
+            for i in dataset.ids if not mask_file_ok(out_dir / f"{i}.png")]
     skipped = len(dataset.ids) - len(jobs)
     if skipped:
         log.info("%s: %d masks already done, %d to make", out_dir, skipped, len(jobs))
@@ -123,7 +125,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
             label_one(job)
             bar.update()
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=die_with_parent) as pool:
             for _ in pool.imap_unordered(label_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
                 bar.update()
     bar.close()

@@ -9,8 +9,10 @@ from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.models.classifier import Classifier
 from wsss.pseudo.cam_export import export_cams
-from wsss.stages.common import dataset_for, finished_record, recorded_input, stage
+from wsss.pseudo.storage import cam_file_ok
+from wsss.stages.common import dataset_for
 from wsss.stages.fingerprint import Fingerprint, file_digest, stage_fingerprint
+from wsss.stages.records import finished_record, recorded_input, stage
 from wsss.stages.train_cls import classifier_ckpt
 
 log = logging.getLogger("wsss")
@@ -46,11 +48,15 @@ def cams_fingerprint(cfg: RunConfig, ckpt: str | Path | None = None, train_cls: 
 def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
     out = cam_dir(cfg)
     fingerprint = cams_fingerprint(cfg, ckpt)
-    if finished_record(cfg.out_dir, "cams", fingerprint) is not None:
+    dataset = dataset_for(cfg, cfg.data.cam_split)
+
+    def invalid() -> list[Path]:
+        return [p for p in (out / f"{i}.npz" for i in dataset.ids) if not cam_file_ok(p)]
+
+    if finished_record(cfg.out_dir, "cams", fingerprint, invalid) is not None:
         return out
     with stage(cfg.out_dir, "cams", fingerprint) as record:
         model = load_classifier(cfg, ckpt)
-        dataset = dataset_for(cfg, cfg.data.cam_split)
         c = cfg.cams
         t = cfg.trainer
         stats = export_cams(
@@ -60,4 +66,5 @@ def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
             denoise=c.denoise,
         )
         record.update(stats)
+        record["unreadable_images"] = list(dataset.dropped_ids)
     return out

@@ -21,8 +21,8 @@ def run_eval(cfg: RunConfig, pred_dir: str | None = None, cam_dir: str | None = 
              out: str | None = None) -> dict[str, Any]:
     """Evaluate ``pred_dir`` (masks) or ``cam_dir`` (CAMs) against the ground truth of ``split``.
 
-    Masks default to the val split (segmenter predictions), CAMs to the CAM split (seed quality is
-    reported on the training images, as in the field).
+    CAMs and pseudo masks (a folder named ``pseudo*``) default to the CAM split (their quality is
+    reported on the training images, as in the field), other masks to the val split.
     """
     if (pred_dir is None) == (cam_dir is None):
         raise ConfigError("wsss eval: give exactly one of --pred_dir (mask folder) or --cam_dir (CAM folder)")
@@ -38,5 +38,6 @@ def run_eval(cfg: RunConfig, pred_dir: str | None = None, cam_dir: str | None = 
         atomic_write_json(target / "sweep.json", result)
         print(f"best background threshold {sweep.threshold:.2f}: mIoU {sweep.miou:.2f}%  (curve: {target})")
         return result
-    dataset = dataset_for(cfg, split or cfg.data.val_split)
-    return evaluate_masks(folder, dataset, out_dir=target)
+    if split is None:
+        split = cfg.data.cam_split if folder.name.startswith("pseudo") else cfg.data.val_split
+    return evaluate_masks(folder, dataset_for(cfg, split), out_dir=target, progress=cfg.progress)

@@ -11,8 +11,8 @@ from wsss.config import RunConfig
 from wsss.errors import ConfigError
 from wsss.io import atomic_write_json
 from wsss.stages.cams import run_cams
-from wsss.stages.common import read_stages
 from wsss.stages.pseudo import run_pseudo
+from wsss.stages.records import read_stages
 from wsss.stages.report import run_report
 from wsss.stages.summary import summary_table
 from wsss.stages.train_cls import run_train_cls

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from wsss.config import RunConfig
-from wsss.errors import StageMissingError
+from wsss.data.palette import mask_file_ok
+from wsss.errors import DataError, StageMissingError
 from wsss.eval.evaluate import evaluate_masks
 from wsss.eval.sweep import SweepResult, sweep_cam_thresholds
 from wsss.io import atomic_write_json
 from wsss.pseudo.labeler import make_pseudo_masks
 from wsss.stages.cams import cam_dir
-from wsss.stages.common import dataset_for, finished_record, recorded_input, stage
+from wsss.stages.common import dataset_for
 from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
+from wsss.stages.records import finished_record, read_stages, recorded_input, stage
 
 log = logging.getLogger("wsss")
 
@@ -48,6 +50,16 @@ def seed_sweep(cfg: RunConfig) -> SweepResult | None:
     return result
 
 
+def check_no_skipped_images(cfg: RunConfig, dataset) -> None:
+    """Images the CAM stage skipped as unreadable have no CAMs; name them rather than ask for a rerun."""
+    skipped = set(read_stages(cfg.out_dir).get("cams", {}).get("unreadable_images", []))
+    missing = [i for i in dataset.ids if i in skipped]
+    if missing:
+        raise DataError(f"images {missing[:3]} of split {dataset.split!r} ({len(missing)} in all) were skipped as "
+                        "unreadable when the CAMs were made (data.skip_bad_images); set data.skip_bad_images=true "
+                        "for this stage too, or repair those files and rerun `wsss cams`")
+
+
 def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
     """Pseudo masks of the CAM split; returns the seed-CAM and pseudo-mask scores (percent)."""
     cams = cam_dir(cfg)
@@ -55,9 +67,16 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
         raise StageMissingError(f"CAM folder {cams} not found; run `wsss cams` with the same --out first")
     p = cfg.pseudo
     fingerprint = pseudo_fingerprint(cfg)
-    done = finished_record(cfg.out_dir, "pseudo", fingerprint)
+    dataset = dataset_for(cfg, cfg.data.cam_split)
+
+    def invalid() -> list[Path]:
+        folders = [pseudo_dir(cfg, crf) for crf in ([False, True] if p.crf else [False])]
+        return [m for f in folders for m in (f / f"{i}.png" for i in dataset.ids) if not mask_file_ok(m)]
+
+    done = finished_record(cfg.out_dir, "pseudo", fingerprint, invalid)
     if done is not None:
         return {k: done[k] for k in RESULT_KEYS if k in done}
+    check_no_skipped_images(cfg, dataset)
     results: dict[str, Any] = {}
     with stage(cfg.out_dir, "pseudo", fingerprint) as record:
         sweep = seed_sweep(cfg)
@@ -68,7 +87,6 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
         if threshold is None:
             threshold = sweep.threshold if sweep is not None else DEFAULT_BG_THRESHOLD
         results["bg_threshold"] = threshold
-        dataset = dataset_for(cfg, cfg.data.cam_split)
         for crf in ([False, True] if p.crf else [False]):
             out = pseudo_dir(cfg, crf)
             make_pseudo_masks(
@@ -77,7 +95,7 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
                 workers=p.workers, progress=cfg.progress,
             )
             if dataset.has_masks():
-                result = evaluate_masks(out, dataset, out_dir=eval_dir(cfg) / out.name)
+                result = evaluate_masks(out, dataset, out_dir=eval_dir(cfg) / out.name, progress=cfg.progress)
                 results["pseudo_crf_miou" if crf else "pseudo_miou"] = float(result["miou"])
         record.update(results)
     return results

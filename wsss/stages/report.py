@@ -17,8 +17,9 @@ from wsss.config import RunConfig
 from wsss.data.palette import read_mask
 from wsss.data.transforms import normalise_image
 from wsss.stages.cams import load_classifier
-from wsss.stages.common import dataset_for, stage
+from wsss.stages.common import dataset_for
 from wsss.stages.pseudo import eval_dir, pseudo_dir
+from wsss.stages.records import stage
 from wsss.stages.summary import SUMMARY_ROWS
 from wsss.viz.overlay import mask_rgb, overlay_cam, panel
 from wsss.viz.report import Section, write_report

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from wsss.config import RunConfig
+from wsss.models.weights import checkpoint_file_ok
 from wsss.refiners import build_refiners
-from wsss.stages.common import datamodule_for, dataset_for, finished_record, fit_resumable, stage
+from wsss.stages.common import datamodule_for, dataset_for
 from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
+from wsss.stages.records import finished_record, stage
+from wsss.stages.training import fit_resumable
 from wsss.train.classification import ClassifierModule
 
 log = logging.getLogger("wsss")
@@ -39,7 +42,8 @@ def run_train_cls(cfg: RunConfig) -> Path:
     parameter count go into the stage record."""
     final = classifier_ckpt(cfg)
     fingerprint = train_cls_fingerprint(cfg)
-    if finished_record(cfg.out_dir, "train_cls", fingerprint) is not None:
+    if finished_record(cfg.out_dir, "train_cls", fingerprint,
+                       lambda: [] if checkpoint_file_ok(final) else [final]) is not None:
         return final
     with stage(cfg.out_dir, "train_cls", fingerprint) as record:
         pl.seed_everything(cfg.seed, workers=True)

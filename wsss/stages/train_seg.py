@@ -13,18 +13,12 @@ from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
 from wsss.models.segmenter import Segmenter
-from wsss.stages.common import (
-    datamodule_for,
-    dataset_for,
-    finished_record,
-    fit_resumable,
-    read_stages,
-    recorded_input,
-    stage,
-    update_record,
-)
+from wsss.models.weights import checkpoint_file_ok
+from wsss.stages.common import datamodule_for, dataset_for
 from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
 from wsss.stages.pseudo import eval_dir, pseudo_dir
+from wsss.stages.records import finished_record, read_stages, recorded_input, stage, update_record
+from wsss.stages.training import fit_resumable
 from wsss.train.seg_inference import evaluate_segmenter
 from wsss.train.segmentation import SegmenterModule
 
@@ -80,7 +74,8 @@ def run_train_seg(cfg: RunConfig, masks: str | None = None) -> dict[str, Any]:
     final = cfg.out_dir / f"segmenter_{name}" / "segmenter.ckpt"
     source = mask_source(cfg, masks)
     fingerprint = train_seg_fingerprint(cfg, masks)
-    if finished_record(cfg.out_dir, stage_name, fingerprint) is None:
+    if finished_record(cfg.out_dir, stage_name, fingerprint,
+                       lambda: [] if checkpoint_file_ok(final) else [final]) is None:
         with stage(cfg.out_dir, stage_name, fingerprint):
             pl.seed_everything(cfg.seed, workers=True)
             val_ds = dataset_for(cfg, cfg.data.val_split)

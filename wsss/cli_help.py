@@ -1,0 +1,60 @@
+"""``wsss <command> --help``: the flags of the command and only the config fields its stage reads.
+
+The parser accepts every field of :class:`wsss.config.RunConfig` on every command (one config file
+serves all stages); the help lists just the sections a command uses, with defaults and the field
+descriptions from the config dataclasses' docstrings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import docstring_parser
+
+from wsss.config import RunConfig
+
+COMMAND_SECTIONS = {
+    "train-cls": ["data", "trainer", "classifier"],
+    "cams": ["data", "trainer", "cams"],
+    "pseudo": ["data", "pseudo"],
+    "train-seg": ["data", "trainer", "segmenter", "pseudo"],
+    "eval": ["data", "pseudo"],
+    "pipeline": ["data", "trainer", "classifier", "cams", "pseudo", "segmenter"],
+    "demo": ["data", "trainer", "classifier", "cams", "pseudo", "segmenter"],
+}
+TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
+             "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"]}
+
+
+def _descriptions(cls: type) -> dict[str, str]:
+    return {p.arg_name: " ".join((p.description or "").split()) for p in docstring_parser.parse(cls.__doc__ or "").params}
+
+
+def _entry(flag: str, default, text: str, indent: int) -> list[str]:
+    head = " " * indent + f"{flag} (default: {default!r})"
+    body = textwrap.wrap(text, 100 - indent - 4) or [""]
+    return [head] + [" " * (indent + 4) + line for line in body if line]
+
+
+def command_help(command: str, description: str, flags: list[tuple[str, str]]) -> str:
+    """The help text of ``command``: usage, its own ``flags`` (name, text) and its config fields."""
+    defaults = RunConfig()
+    lines = [f"usage: wsss {command} [CONFIG.yaml] [--section.field VALUE ...]", "", description, "",
+             "options:", "  -h, --help            this help", "  -c, --config FILE     YAML run configuration "
+             "(or give the file as the first argument)"]
+    for name, text in flags:
+        wrapped = textwrap.wrap(text, 76) or [""]
+        lines.append(f"  {name:<21} {wrapped[0]}")
+        lines += [" " * 24 + line for line in wrapped[1:]]
+    lines += ["", "config fields this command reads (any other field of a config file is accepted and ignored):"]
+    top = _descriptions(RunConfig)
+    for name in TOP_LEVEL.get(command, ["out", "seed", "report", "progress"]):
+        lines += _entry(f"--{name}", getattr(defaults, name), top.get(name, ""), 2)
+    for section in COMMAND_SECTIONS[command]:
+        value = getattr(defaults, section)
+        texts = _descriptions(type(value))
+        lines += ["", f"  {section}: {top.get(section, '')}"]
+        for f in dataclasses.fields(value):
+            lines += _entry(f"--{section}.{f.name}", getattr(value, f.name), texts.get(f.name, ""), 4)
+    return "\n".join(lines) + "\n"
