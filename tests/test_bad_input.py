@@ -1,7 +1,6 @@
 """Every mistake a user makes gets one clear error (exit 2, no traceback, the file / field / row and
 the fix), and no stage silently reuses or mixes results made with other settings (issue cases 1-7)."""
 
-import json
 import os
 import signal
 import subprocess
