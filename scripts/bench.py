@@ -1,18 +1,25 @@
 """Speed and size benchmarks: ours against the reference on the same input, ratios from one run.
 
-    python scripts/bench.py [cams|pseudo|all] [--repeats N]
+    python scripts/bench.py [cams|pseudo|train|export|all] [--repeats N]
 
 ``cams``: all-positive-class CAMs for 8 images at 224 px with 3 classes each, ResNet-50 (timm, random
 init, eval), CPU: our ``gradcam`` vs pytorch-grad-cam doing the same job (one call per class slot),
 our ``cam`` vs a no-grad forward, our ``gradcam`` vs one forward + backward of the whole model.
 ``pseudo``: pseudo-mask throughput with the worker pool vs a plain single-process loop over
 pydensecrf2 on the same CAM files, and CAM storage per image vs float32 all-class maps.
+``train``: images per second of the real training stages (``run_train_cls`` / ``run_train_seg``: Lightning
+module, datamodule, augmentation, logging, checkpointing; steady state, after a warm-up) against a bare
+loop over the same model, batch shape and optimiser on batches prepared in advance (the compute limit),
+at the demo's settings and at 256 px.
+``export``: the ``cams`` stage (decode, multi-scale + flip, CAM method, files) against the bare no-grad
+forwards its scales need on prepared tensors.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -144,7 +151,155 @@ def bench_pseudo(repeats: int) -> None:
            ("size ratio float32 all-class / ours", f"{full / ours:.1f}x")])
 
 
-SECTIONS = {"cams": bench_cams, "pseudo": bench_pseudo}
+def stage_throughput(run, cfg, section, warmup: int) -> tuple[float, object]:
+    """Images per second of ``run(cfg)`` between the end of step ``warmup`` and the last step, and the
+    trained Lightning module (to build the bare loop from)."""
+    import pytorch_lightning as pl
+
+    from wsss.stages import training
+
+    class Clock(pl.Callback):
+        """Wall time at the end of every training step; the module being trained."""
+
+        def __init__(self):
+            self.times: list[float] = []
+            self.module = None
+
+        def on_fit_start(self, trainer, pl_module):
+            self.module = pl_module
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.times.append(time.perf_counter())
+
+    clock = Clock()
+    real_make = training.make_trainer
+
+    def make(*args, **kwargs):
+        trainer = real_make(*args, **kwargs)
+        trainer.callbacks.append(clock)
+        return trainer
+
+    training.make_trainer = make
+    try:
+        run(cfg)
+    finally:
+        training.make_trainer = real_make
+    t = clock.times
+    return (len(t) - 1 - warmup) * section.batch_size / (t[-1] - t[warmup]), clock.module
+
+
+def bare_throughput(module, batches: list[dict], steps: int, loss_fn) -> float:
+    """Images per second of forward + loss + backward + optimiser step over prepared ``batches``."""
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    model = module.model.train()
+
+    def step(batch):
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    for batch in batches[:2]:
+        step(batch)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    return steps * batches[0]["image"].shape[0] / (time.perf_counter() - start)
+
+
+def bench_train(repeats: int) -> None:
+    import torch.nn.functional as F
+
+    from wsss.config import RunConfig
+    from wsss.stages.common import datamodule_for
+    from wsss.stages.train_cls import run_train_cls
+    from wsss.stages.train_seg import run_train_seg
+    from wsss.train.segmentation import segmentation_loss
+
+    settings = [
+        ("classifier", "demo", 128, 16, 128),
+        ("classifier", "256 px", 256, 8, 320),
+        ("segmenter", "demo", 128, 16, 128),
+        ("segmenter", "256 px", 256, 8, 320),
+    ]
+    steps, warmup = 40, 8
+    print(f"train: EfficientNet-Lite0 (ImageNet weights), synthetic data, {steps} steps, timed after step {warmup}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage, name, crop, batch, image_size in settings:
+            cfg = RunConfig(out=f"{tmp}/{stage}_{crop}", progress=False)
+            cfg.data.root = f"{tmp}/synthetic_{image_size}"
+            cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
+            cfg.trainer.accelerator = "cpu"
+            section = cfg.classifier if stage == "classifier" else cfg.segmenter
+            section.crop_size, section.batch_size, section.max_steps = crop, batch, steps
+            if stage == "classifier":
+                stage_ips, module = stage_throughput(run_train_cls, cfg, section, warmup)
+                loss = lambda m, b: F.multilabel_soft_margin_loss(m(b["image"]), b["label"])  # noqa: E731
+            else:
+                stage_ips, module = stage_throughput(lambda c: run_train_seg(c, "gt"), cfg, section, warmup)
+                loss = lambda m, b: segmentation_loss(m(b["image"]), b["mask"])  # noqa: E731
+            datamodule = datamodule_for(cfg, section, "cls" if stage == "classifier" else "seg",
+                                        module.model.mean, module.model.std)
+            loader = iter(datamodule.train_dataloader())
+            batches = [next(loader) for _ in range(4)]
+            bare_ips = bare_throughput(module, batches, steps - warmup, loss)
+            rows.append((f"{stage} {name} ({crop} px, batch {batch})", stage_ips, bare_ips))
+    for label, stage_ips, bare_ips in rows:
+        print(f"  {label:<36} stage {stage_ips:6.1f} img/s   bare loop {bare_ips:6.1f} img/s")
+    for label, stage_ips, bare_ips in rows:
+        print(f"  {label.split(' (')[0] + ' stage / bare loop':<36} {bare_ips / stage_ips:.2f}x   goal <= 1.15")
+
+
+def bench_export(repeats: int) -> None:
+    import torch.nn.functional as F
+
+    from wsss.config import RunConfig
+    from wsss.data.transforms import normalise_image
+    from wsss.stages.cams import cam_dir, load_classifier, run_cams
+    from wsss.stages.common import dataset_for
+    from wsss.stages.train_cls import run_train_cls
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = RunConfig(out=f"{tmp}/run", progress=False)
+        cfg.data.root = f"{tmp}/synthetic"
+        cfg.data.kwargs = {"n_train": 60, "n_val": 10}
+        cfg.trainer.accelerator = "cpu"
+        cfg.classifier.max_steps = 2
+        run_train_cls(cfg)
+        model = load_classifier(cfg)
+        dataset = dataset_for(cfg, cfg.data.cam_split)
+        images = [normalise_image(dataset.load_image(i), model.mean, model.std)[None] for i in dataset.ids]
+        scales = cfg.cams.scales
+
+        def bare():
+            with torch.no_grad():
+                for x in images:
+                    for scale in scales:
+                        y = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear",
+                                                                 align_corners=False)
+                        model(torch.cat([y, y.flip(-1)]) if cfg.cams.flip else y)
+
+        runs = iter(range(10 ** 6))
+
+        def stage():
+            cfg.out = f"{tmp}/run{next(runs)}"
+            shutil.copytree(f"{tmp}/run/classifier", f"{cfg.out}/classifier")
+            (Path(cfg.out) / "stages.json").write_text((Path(tmp) / "run" / "stages.json").read_text())
+            run_cams(cfg)
+            assert len(list(cam_dir(cfg).glob("*.npz"))) == len(dataset)
+
+        t_stage, t_bare = timed(stage, repeats), timed(bare, repeats)
+    n = len(dataset)
+    print(f"export: {n} synthetic images 128 px, EfficientNet-Lite0, method {cfg.cams.method}, scales {scales}, "
+          f"flip {cfg.cams.flip}")
+    table([("cams stage", f"{n / t_stage:8.1f} img/s"), ("bare forwards", f"{n / t_bare:8.1f} img/s"),
+           ("cams stage / bare forwards", f"{t_stage / t_bare:.2f}x   goal <= 1.25")])
+
+
+SECTIONS = {"cams": bench_cams, "pseudo": bench_pseudo, "train": bench_train, "export": bench_export}
 
 
 def main() -> None:
@@ -152,6 +307,9 @@ def main() -> None:
     parser.add_argument("section", nargs="?", default="all", choices=[*SECTIONS, "all"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    from wsss.cli import quiet_third_party_noise
+
+    quiet_third_party_noise()
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, fn in SECTIONS.items():
         if args.section in (name, "all"):

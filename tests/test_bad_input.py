@@ -243,13 +243,13 @@ def test_7_killing_wsss_pseudo_leaves_no_worker_behind(folder, tmp_path, capsys)
     cmd = [sys.executable, "-m", "wsss.cli", "pseudo", "--out", str(out), "--data.name", "folder", "--data.root",
            str(folder), *FAST, "--pseudo.workers", "2", "--pseudo.crf", "true", "--pseudo.crf_n_iter", "400"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while time.time() < deadline and len(_processes_with(str(out))) < 3:
         time.sleep(0.1)
     assert len(_processes_with(str(out))) >= 3, "the pool never started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while time.time() < deadline and _processes_with(str(out)):
         time.sleep(0.1)
     assert _processes_with(str(out)) == []

@@ -94,4 +94,6 @@ def test_eval_command_on_a_mask_folder_and_a_cam_folder(run, capsys):
     assert main(["eval", "--cam_dir", str(out / "cams"), "--eval_out", str(root / "sweep"), *base]) == 0
     assert "best background threshold" in capsys.readouterr().out
     assert (root / "sweep" / "threshold_curve.png").is_file()
-    assert main(["eval", "--pred_dir", str(out / "pseudo_crf"), *base]) == 2  # val split: no predictions there
+    assert main(["eval", "--pred_dir", str(out / "pseudo_crf"), "--eval_out", str(root / "default"), *base]) == 0
+    assert json.loads((root / "default" / "metrics.json").read_text())["split"] == "train"  # pseudo masks: CAM split
+    assert main(["eval", "--pred_dir", str(out / "pseudo_crf"), "--split", "val", *base]) == 2  # none made for val

@@ -92,6 +92,14 @@ def expand_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()`` that is False for strings no file can have (a YAML text given to --config)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def check_arguments(args: list[str], source: str = "command line") -> None:
     """Name the file or flag of an unknown config field before the parser buries it in its usage text."""
     for i, token in enumerate(args):
@@ -101,13 +109,15 @@ def check_arguments(args: list[str], source: str = "command line") -> None:
         if name == "config":
             value = token.split("=", 1)[1] if "=" in token else (args[i + 1] if i + 1 < len(args) else "")
             path = Path(value)
-            if value.endswith((".yaml", ".yml")) and not path.is_file():
+            is_file = _is_file(path)
+            if value.endswith((".yaml", ".yml")) and not is_file:
                 raise ConfigError(f"--config: file {path} not found")
-            if path.suffix in (".yaml", ".yml") and path.is_file():
-                try:
-                    check_yaml_fields(yaml.safe_load(path.read_text()) or {}, str(path))
-                except yaml.YAMLError as exc:
-                    raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+            source = str(path) if is_file else "--config"
+            try:
+                data = yaml.safe_load(path.read_text() if is_file else value)
+            except (yaml.YAMLError, OSError) as exc:
+                raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+            check_yaml_fields(data if isinstance(data, dict) else {}, source)
         elif name not in OWN_FLAGS:
             check_field_name(name, source)
 
@@ -230,8 +240,7 @@ class _NoLightningTips(logging.Filter):
 
 
 def quiet_third_party_noise() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_NoLightningTips())
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoLightningTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 

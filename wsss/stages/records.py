@@ -42,15 +42,15 @@ def stage_outputs(name: str) -> list[str]:
     return STAGE_OUTPUTS[name]
 
 
-def _has_files(path: Path) -> bool:
-    if path.is_symlink() or path.is_file():
-        return True
-    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
+# the files that make a stage's main output folder count as results (logs of a failed start do not)
+RESULT_FILES = {"train_cls": "*.ckpt", "cams": "*.npz", "pseudo": "*.png", "train_seg": "*.ckpt", "report": "*"}
 
 
 def outputs_exist(out: Path, name: str) -> bool:
-    """True when the stage's main output (its first path) holds files."""
-    return _has_files(out / stage_outputs(name)[0])
+    """True when the stage's main output folder holds result files."""
+    main = out / stage_outputs(name)[0]
+    pattern = RESULT_FILES.get("train_seg" if name.startswith("train_seg_") else name, "*")
+    return main.is_dir() and any(p.is_file() for p in main.glob(pattern))
 
 
 def stale_error(out: Path, name: str, changes: list[str]) -> StaleOutputsError:
@@ -102,6 +102,8 @@ def finished_record(out: Path, name: str, fingerprint: Fingerprint,
                                           "(made by an older wsss, or copied in)"])
         return None
     if record["fingerprint"] != fingerprint.digest:
+        if not outputs_exist(out, name):
+            return None  # an attempt with other settings that left no results: nothing to protect
         raise stale_error(out, name, fingerprint.changes(record))
     if record.get("complete") and outputs_exist(out, name):
         bad = invalid_outputs() if invalid_outputs is not None else []
