@@ -20,7 +20,7 @@ from wsss.data.transforms import normalise_image
 from wsss.errors import ConfigError
 from wsss.eval.faithfulness import faithfulness
 from wsss.models.classifier import Classifier
-from wsss.viz.grid import grid_layout, tile_size
+from wsss.viz.grid import grid_layout, resize_tile, tile_size
 from wsss.viz.overlay import overlay_cam
 
 NAMES = ["cat", "dog", "fish"]
@@ -72,7 +72,7 @@ def test_grid_has_methods_by_classes_panels_and_the_table_is_faithfulness_called
         for i, (image_id, image) in enumerate(arrays.items()):
             with Image.open(out / f"{image_id}.png") as f:
                 grid = np.asarray(f.convert("RGB"))
-            th, tw = tile_size(32, 32, 224)
+            th, tw = tile_size(32, 32)
             layout = grid_layout(len(methods), 2, th, tw, 0, True)
             label_width = grid.shape[1] - layout.width
             layout = grid_layout(len(methods), 2, th, tw, label_width, True)
@@ -80,10 +80,11 @@ def test_grid_has_methods_by_classes_panels_and_the_table_is_faithfulness_called
             r = methods.index(method)
             for k in range(2):
                 x0, y0, w, h = layout.boxes[r][k]
-                np.testing.assert_array_equal(grid[y0:y0 + h, x0:x0 + w], overlay_cam(image, cams[i, k].numpy()))
+                np.testing.assert_array_equal(grid[y0:y0 + h, x0:x0 + w],
+                                              resize_tile(overlay_cam(image, cams[i, k].numpy()), (h, w)))
     rows = list(csv.DictReader((out / "classes.csv").open()))
     assert [r["class"] for r in rows[:2]] == [NAMES[int(c)] for c in targets[0]]
-    assert (out / "faithfulness.png").is_file() and "| gradcam |" in (out / "faithfulness.md").read_text()
+    assert (out / "faithfulness.png").is_file() and "| eigencam |" in (out / "faithfulness.md").read_text()
 
 
 def test_the_api_returns_arrays_and_averages_mixed_sizes_over_pairs(cnn, tmp_path):
@@ -202,3 +203,7 @@ def test_present_explains_the_labelled_classes_in_score_order(tmp_path):
     assert parse_class_choice("predicted", NAMES, threshold=0.5).select(scores, "x") == ([2, 1], False)
     with pytest.raises(Exception, match="no row for 1 image"):
         choice.check_images(["im0", "other"])
+
+
+def test_panels_are_enlarged_or_reduced_to_between_128_and_224_pixels_high():
+    assert tile_size(32, 48) == (128, 192) and tile_size(448, 600) == (224, 300) and tile_size(150, 99) == (150, 99)

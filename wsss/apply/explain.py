@@ -50,7 +50,7 @@ from wsss.apply.images import (
 )
 from wsss.data.transforms import normalise_image
 from wsss.errors import ConfigError, DataError
-from wsss.io import atomic_path, atomic_write_text
+from wsss.io import atomic_path, atomic_write_text, clean_stale_temps
 
 log = logging.getLogger("wsss")
 
@@ -303,6 +303,8 @@ def explain_folder(model: ExplainModel, images: str, out: str | Path, methods: S
     """Explain the images ``images`` names into ``out`` (grids, classes.csv, faithfulness table)."""
     out = Path(out)
     files = list_images(images)
+    for folder in {(out / f"{f.id}.png").parent for f in files} | {out}:
+        clean_stale_temps(folder)
     rows: list[tuple[str, str, str, float]] = []
 
     def write(explanation: ImageExplanation) -> None:

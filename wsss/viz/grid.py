@@ -35,11 +35,21 @@ def grid_layout(rows: int, cols: int, tile_h: int, tile_w: int, label_width: int
     return GridLayout(label_width + cols * (tile_w + GAP), header + rows * (tile_h + GAP), label_width, header, boxes)
 
 
-def tile_size(height: int, width: int, max_height: int) -> tuple[int, int]:
-    """(h, w) of a panel: the image's size, scaled down to ``max_height`` when taller."""
-    if height <= max_height:
+def tile_size(height: int, width: int, max_height: int = 224, min_height: int = 128) -> tuple[int, int]:
+    """(h, w) of a panel: the image's size, scaled to within [min_height, max_height] (small images are
+    enlarged so that the class titles fit above them)."""
+    target = min(max(height, min_height), max_height)
+    if target == height:
         return height, width
-    return max_height, max(1, round(width * max_height / height))
+    return target, max(1, round(width * target / height))
+
+
+def resize_tile(tile: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A panel at ``size`` (h, w): area-averaged when smaller, nearest pixels when larger."""
+    if tile.shape[:2] == tuple(size):
+        return tile
+    smaller = size[0] < tile.shape[0]
+    return cv2.resize(tile, (size[1], size[0]), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_NEAREST)
 
 
 def _font() -> ImageFont.ImageFont:
@@ -56,12 +66,12 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
 
 
 def explain_grid(image: np.ndarray, cams: dict[str, np.ndarray], column_titles: list[str], title: str = "",
-                 max_tile_height: int = 224) -> np.ndarray:
+                 max_tile_height: int = 224, min_tile_height: int = 128) -> np.ndarray:
     """RGB uint8 grid of ``image`` uint8 [H, W, 3] and ``cams`` {method: float [K, H, W] in [0, 1]}:
     row ``r`` is the r-th method, column ``k`` class slot ``k`` (``column_titles[k]``)."""
     methods = list(cams)
     cols = len(column_titles)
-    th, tw = tile_size(image.shape[0], image.shape[1], max_tile_height)
+    th, tw = tile_size(image.shape[0], image.shape[1], max_tile_height, min_tile_height)
     font = _font()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_width = int(max([measure.textlength(m, font=font) for m in methods] + [40])) + 10
@@ -77,8 +87,6 @@ def explain_grid(image: np.ndarray, cams: dict[str, np.ndarray], column_titles: 
         y = layout.header + r * (th + GAP)
         draw.text((4, y + th // 2 - FONT_SIZE // 2), method, fill=(0, 0, 0), font=font)
         for c in range(cols):
-            tile = overlay_cam(image, cams[method][c])
-            if tile.shape[:2] != (th, tw):
-                tile = cv2.resize(tile, (tw, th), interpolation=cv2.INTER_AREA)
+            tile = resize_tile(overlay_cam(image, cams[method][c]), (th, tw))
             canvas.paste(Image.fromarray(tile), layout.boxes[r][c][:2])
     return np.asarray(canvas)
