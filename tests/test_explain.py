@@ -207,3 +207,11 @@ def test_present_explains_the_labelled_classes_in_score_order(tmp_path):
 
 def test_panels_are_enlarged_or_reduced_to_between_128_and_224_pixels_high():
     assert tile_size(32, 48) == (128, 192) and tile_size(448, 600) == (224, 300) and tile_size(150, 99) == (150, 99)
+
+
+def test_efficientnet_lite0_by_name_uses_the_package_weights_and_imagenet_names():
+    from skimage import data
+
+    result = wsss.explain(data.chelsea(), "tf_efficientnet_lite0", ["gradcam"], classes="top1", faithfulness=False)
+    (e,) = result.images
+    assert e.class_names[0] in {"Egyptian cat", "tiger cat", "tabby"} and e.image.shape == (224, 336, 3)

@@ -357,10 +357,15 @@ def run_explain(cfg, images: str, ckpt: str | None = None, timm_name: str | None
 
 
 def configured_class_names(cfg) -> list[str] | None:
-    """Foreground class names of the config's dataset (None, logged, when it cannot be opened)."""
+    """Foreground class names of the config's dataset (None, logged, when it cannot be opened; a missing
+    root is not created, so the built-in synthetic set is never generated for its names)."""
     from wsss.errors import WSSSError
     from wsss.stages.common import dataset_for
 
+    if not Path(cfg.data.root).exists():
+        log.warning("class names: dataset root %s not found; naming classes class1.. (give --class_names FILE)",
+                    cfg.data.root)
+        return None
     try:
         return list(dataset_for(cfg, cfg.data.train_split).class_names[1:])
     except WSSSError as exc:
