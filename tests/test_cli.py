@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsss.cli import build_parser, expand_argv, main, run_config
+from wsss.cli import SUBCOMMANDS, build_parser, expand_argv, main, run_config
 from wsss.config import RunConfig
 from wsss.demo import FAST_PRESET
 
@@ -71,3 +71,10 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "classifier.ckpt" in err and "wsss train-cls" in err
+
+
+@pytest.mark.parametrize("command", [c for c in SUBCOMMANDS if c != "compare"])
+def test_every_command_has_a_help_page(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: wsss {command}") and "--out" in text

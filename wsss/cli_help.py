@@ -20,11 +20,13 @@ COMMAND_SECTIONS = {
     "pseudo": ["data", "pseudo"],
     "train-seg": ["data", "trainer", "segmenter", "pseudo"],
     "eval": ["data", "pseudo"],
-    "pipeline": ["data", "trainer", "classifier", "cams", "pseudo", "segmenter"],
-    "demo": ["data", "trainer", "classifier", "cams", "pseudo", "segmenter"],
+    "predict": ["data", "segmenter", "pseudo"],
+    "explain": ["data", "classifier", "cams"],
 }
+ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "pseudo", "segmenter"]
 TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
-             "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"]}
+             "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"], "predict": ["out", "progress"],
+             "explain": ["out", "progress"]}
 
 
 def _descriptions(cls: type) -> dict[str, str]:
@@ -51,7 +53,7 @@ def command_help(command: str, description: str, flags: list[tuple[str, str]]) -
     top = _descriptions(RunConfig)
     for name in TOP_LEVEL.get(command, ["out", "seed", "report", "progress"]):
         lines += _entry(f"--{name}", getattr(defaults, name), top.get(name, ""), 2)
-    for section in COMMAND_SECTIONS[command]:
+    for section in COMMAND_SECTIONS.get(command, ALL_SECTIONS):
         value = getattr(defaults, section)
         texts = _descriptions(type(value))
         lines += ["", f"  {section}: {top.get(section, '')}"]
