@@ -68,3 +68,14 @@ def test_read_mask_rejects_rgb_masks(tmp_path):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(DataError, match="rgb.png"):
         read_mask(tmp_path / "rgb.png")
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from wsss.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    plain = tmp_path / "b.txt"
+    plain.write_text("x")
+    assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == os.stat(plain).st_mode & 0o777

@@ -23,12 +23,23 @@ import numpy as np
 TMP_PREFIX = ".tmp-"
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file under the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent, suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)  # mkstemp makes files private (0600); results are ordinary files
     os.close(fd)
     tmp_path = Path(tmp)
     try:
