@@ -54,6 +54,7 @@ class TrainerConfig:
             ``WANDB_MODE=offline``; it is never required).
         wandb_project: project name for the wandb logger.
         log_every_n_steps: logging period.
+        val_every_n_steps: classifier validation period in steps (None = once, after the last step).
         deterministic: ask Lightning/torch for deterministic algorithms.
     """
 
@@ -65,6 +66,7 @@ class TrainerConfig:
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
     wandb_project: str = "wsss"
     log_every_n_steps: int = 10
+    val_every_n_steps: int | None = None
     deterministic: bool = False
 
 

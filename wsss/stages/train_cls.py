@@ -38,8 +38,8 @@ def build_classifier_module(cfg: RunConfig, num_classes: int) -> ClassifierModul
 
 
 def run_train_cls(cfg: RunConfig) -> Path:
-    """Train (or resume) the classifier; validation mAP of the final model and the trainable
-    parameter count go into the stage record."""
+    """Train (or resume) the classifier; the validation mAP of the final model (validated after the
+    last step) and the trainable parameter count go into the stage record."""
     final = classifier_ckpt(cfg)
     fingerprint = train_cls_fingerprint(cfg)
     if finished_record(cfg.out_dir, "train_cls", fingerprint,
@@ -54,9 +54,5 @@ def run_train_cls(cfg: RunConfig) -> Path:
         datamodule = datamodule_for(cfg, c, "cls", module.model.mean, module.model.std)
         trainer = fit_resumable(cfg, module, datamodule, final, "classifier", c.max_steps,
                                 checkpoint_every=max(1, min(200, c.max_steps // 4)))
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if trainer.limit_val_batches != 0:
-            for result in trainer.validate(module, datamodule=datamodule, verbose=False):
-                metrics.update({k: float(v) for k, v in result.items()})
-        record["metrics"] = metrics
+        record["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return final

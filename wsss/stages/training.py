@@ -42,15 +42,19 @@ def make_trainer(cfg: RunConfig, save_dir: Path, name: str, max_steps: int, call
                  validate: bool = True) -> pl.Trainer:
     """A Trainer for a training stage; devices, strategy and precision come from ``cfg.trainer``.
 
-    ``validate=False`` skips Lightning's validation loop (the stage evaluates once at the end instead).
+    With ``validate`` the validation loop runs every ``trainer.val_every_n_steps`` steps, and once at
+    the last step when that is None (validation costs time a training step does not need);
+    ``validate=False`` skips it (the stage evaluates once at the end instead).
     """
     t = cfg.trainer
+    every = min(t.val_every_n_steps or max_steps, max_steps)
     kwargs: dict[str, Any] = dict(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         precision=t.precision, max_steps=max_steps, max_epochs=-1, logger=make_loggers(cfg, save_dir, name),
         callbacks=callbacks or [], default_root_dir=str(save_dir), log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic, enable_progress_bar=cfg.progress, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
+        check_val_every_n_epoch=None, val_check_interval=every,
     )
     return pl.Trainer(**kwargs)
 
