@@ -1,6 +1,8 @@
-"""Speed and size benchmarks: ours against the reference on the same input, ratios from one run.
+"""Speed and size benchmarks: ours against the reference on the same input, ratios from one run; and
+the quality of the whole pipeline on a real folder dataset.
 
     python scripts/bench.py [cams|pseudo|train|export|all] [--repeats N]
+    python scripts/bench.py quality --data DIR [--config configs/ccp9.yaml] [--out runs/bench_quality]
 
 ``cams``: all-positive-class CAMs for 8 images at 224 px with 3 classes each, ResNet-50 (timm, random
 init, eval), CPU: our ``gradcam`` vs pytorch-grad-cam doing the same job (one call per class slot),
@@ -13,6 +15,10 @@ loop over the same model, batch shape and optimiser on batches prepared in advan
 at the demo's settings and at 256 px.
 ``export``: the ``cams`` stage (decode, multi-scale + flip, CAM method, files) against the bare no-grad
 forwards its scales need on prepared tensors.
+``quality`` (not part of ``all``): ``wsss pipeline`` on the folder dataset DIR with the budget of
+``--config`` (its step counts and sizes; ``affinity``, ``pseudo.par`` and the fully supervised segmenter
+are switched on), then the seed CAM, +PAR, +random walk, +CRF (train split), segmenter and fully
+supervised (val) mIoU and the wall seconds of every stage. It resumes like the pipeline.
 """
 
 from __future__ import annotations
@@ -299,18 +305,65 @@ def bench_export(repeats: int) -> None:
            ("cams stage / bare forwards", f"{t_stage / t_bare:.2f}x   goal <= 1.25")])
 
 
+QUALITY_ROWS = [("seed CAM (best threshold)", "pseudo", "seed_cam_miou"),
+                ("+ PAR", "pseudo", "pseudo_par_miou"),
+                ("+ random walk (IRN)", "pseudo_rw", "pseudo_rw_miou"),
+                ("+ dense CRF", "pseudo", "pseudo_crf_miou")]
+
+
+def bench_quality(data: str, config: str, out: str | None) -> None:
+    from wsss.cli import parse_run_config
+    from wsss.stages.pipeline import run_pipeline
+    from wsss.stages.records import read_stages
+    from wsss.stages.train_seg import masks_name
+
+    args = ["--config", config, "--data.name", "folder", "--data.root", data, "--affinity.enabled", "true",
+            "--pseudo.par", "true", "--segmenter.fully_supervised", "true", "--report", "false"]
+    if out:
+        args += ["--out", out]
+    cfg, _ = parse_run_config("pipeline", args, source=f"bench quality ({config})")
+    start = time.perf_counter()
+    run_pipeline(cfg)
+    wall = time.perf_counter() - start
+    records = read_stages(cfg.out_dir)
+    seg = f"train_seg_{masks_name(cfg.segmenter.masks)}"
+    rows = [(label, records.get(stage, {}).get(key)) for label, stage, key in QUALITY_ROWS]
+    rows += [(f"segmenter on {cfg.segmenter.masks} (val)", records.get(seg, {}).get("miou")),
+             ("fully supervised (val)", records.get("train_seg_gt", {}).get("miou"))]
+    c, a, g = cfg.classifier, cfg.affinity, cfg.segmenter
+    print(f"quality: {data} ({cfg.data.cam_split} for pseudo masks, {cfg.data.val_split} for segmenters), "
+          f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads")
+    print(f"budget: classifier {c.backbone} {c.max_steps} steps x {c.batch_size} @ {c.crop_size} px; "
+          f"affinity {a.backbone} {a.max_steps} x {a.batch_size} @ {a.crop_size} px; "
+          f"segmenters {g.backbone} {g.max_steps} x {g.batch_size} @ {g.crop_size} px")
+    map_ = records.get("train_cls", {}).get("metrics", {}).get("val/mAP")
+    table([("classifier val mAP", "-" if map_ is None else f"{map_:.3f}")]
+          + [(label, "-" if v is None else f"{v:6.2f} mIoU") for label, v in rows])
+    print("wall seconds per stage (this run; a stage made earlier keeps its recorded time)")
+    table([(name, f"{rec.get('seconds', 0):8.0f} s") for name, rec in records.items() if rec.get("seconds")]
+          + [("this invocation", f"{wall:8.0f} s")])
+
+
 SECTIONS = {"cams": bench_cams, "pseudo": bench_pseudo, "train": bench_train, "export": bench_export}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", nargs="?", default="all", choices=[*SECTIONS, "all"])
+    parser.add_argument("section", nargs="?", default="all", choices=[*SECTIONS, "all", "quality"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", help="quality: the folder dataset (images/, classes.txt, labels.csv, masks/)")
+    parser.add_argument("--config", default="configs/ccp9.yaml", help="quality: the run configuration (budget)")
+    parser.add_argument("--out", default=None, help="quality: output folder (default: the config's out)")
     args = parser.parse_args()
     from wsss.cli import quiet_third_party_noise
 
     quiet_third_party_noise()
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.section == "quality":
+        if not args.data:
+            parser.error("quality needs --data DIR (a folder dataset with masks)")
+        bench_quality(args.data, args.config, args.out)
+        return
     for name, fn in SECTIONS.items():
         if args.section in (name, "all"):
             fn(args.repeats)

@@ -127,9 +127,9 @@ def test_a_run_stopped_after_a_stage_resumes_into_the_next_and_rebuilds_for_cams
         def train_dataloader(self):
             return loader()
 
-    from wsss.stages import training as common
+    from wsss.stages import training
 
-    real_make = common.make_trainer
+    real_make = training.make_trainer
 
     def make_with_stop(*args, **kwargs):
         trainer = real_make(*args, **kwargs)
@@ -137,7 +137,7 @@ def test_a_run_stopped_after_a_stage_resumes_into_the_next_and_rebuilds_for_cams
         return trainer
 
     with monkeypatch.context() as patch:
-        patch.setattr(common, "make_trainer", make_with_stop)
+        patch.setattr(training, "make_trainer", make_with_stop)
         with pytest.raises(Exception, match="stopped at step 3 of 6"):
             fit_resumable(cfg, module(), Data(), final, "classifier", 6, checkpoint_every=100)
     assert (tmp_path / "classifier" / "stage_a.ckpt").is_file() and not final.exists()

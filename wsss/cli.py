@@ -28,7 +28,8 @@ from wsss.errors import ConfigError, WSSSError
 SUBCOMMANDS = {
     "train-cls": "train the image-level classifier (OUT/classifier/classifier.ckpt)",
     "cams": "export multi-scale CAMs of every image's positive classes (OUT/cams/<id>.npz)",
-    "pseudo": "CAMs -> pseudo masks with and without dense CRF (OUT/pseudo*/<id>.png), seed-CAM sweep",
+    "train-aff": "train IRN's boundary network on the CAMs' inter-pixel relations (OUT/affinity/affinity.ckpt)",
+    "pseudo": "CAMs -> pseudo masks with and without dense CRF, PAR, random walk (OUT/pseudo*/<id>.png), seed-CAM sweep",
     "train-seg": "train the segmenter on pseudo masks (or ground truth) and evaluate it on val",
     "eval": "mIoU of a mask folder (--pred_dir) or a CAM folder threshold sweep (--cam_dir) against ground truth",
     "pipeline": "all stages on any dataset config; OUT/summary.json and OUT/report/index.html",
@@ -38,7 +39,7 @@ SUBCOMMANDS = {
     "explain": "CAMs of a classifier (wsss checkpoint, or a timm model + weight file) on new images, with "
                "faithfulness",
 }
-STAGE_COMMANDS = ("train-cls", "cams", "pseudo", "train-seg", "pipeline", "demo")
+STAGE_COMMANDS = ("train-cls", "cams", "train-aff", "pseudo", "train-seg", "pipeline", "demo")
 # flags of a subcommand that are not RunConfig fields
 OWN_FLAGS = {"config", "c", "help", "h", "ckpt", "pred_dir", "cam_dir", "split", "eval_out", "fast", "stages",
              "overwrite", "print_config", "images", "pred_out", "batch_size", "methods", "classes", "threshold",
@@ -100,11 +101,13 @@ def _subparser(name: str) -> ArgumentParser:
     if name == "demo":
         parser.add_argument("--fast", action="store_true", help="a smaller, quicker run (under 3 minutes)")
     if name == "pipeline":
-        parser.add_argument("--stages", type=str, default="train-cls,cams,pseudo,train-seg",
-                            help="comma-separated stages to run, in pipeline order")
+        parser.add_argument("--stages", type=str, default="train-cls,cams,train-aff,pseudo,train-seg",
+                            help="comma-separated stages to run, in pipeline order (train-aff only runs with "
+                                 "affinity.enabled)")
     if name in STAGE_COMMANDS:
         parser.add_argument("--overwrite", type=str | None, default=None,
-                            help="comma-separated stages (train-cls, cams, pseudo, train-seg) whose outputs in "
+                            help="comma-separated stages (train-cls, cams, train-aff, pseudo, pseudo-rw, train-seg) "
+                                 "whose outputs in "
                                  "OUT are deleted and redone, with the stages made from them")
     return parser
 
@@ -199,6 +202,10 @@ def dispatch(command: str, cfg: RunConfig, ns: Namespace) -> Any:
         from wsss.stages.cams import run_cams
 
         return run_cams(cfg, ckpt=ns.ckpt)
+    if command == "train-aff":
+        from wsss.stages.train_aff import run_train_aff
+
+        return run_train_aff(cfg)
     if command == "pseudo":
         from wsss.stages.pseudo import run_pseudo
 
@@ -239,8 +246,8 @@ def compare_parser() -> argparse.ArgumentParser:
                         help="an entry made of the first config (or the defaults) with these overrides")
     parser.add_argument("--preset", default=None, help="built-in set of entries: refiners")
     parser.add_argument("--out", default=None, help="output folder (default runs/compare_<preset>)")
-    parser.add_argument("--stages", default="train-cls,cams,pseudo,train-seg",
-                        help="comma-separated pipeline stages every entry runs")
+    parser.add_argument("--stages", default="train-cls,cams,train-aff,pseudo,train-seg",
+                        help="comma-separated pipeline stages every entry runs (train-aff with affinity.enabled)")
     parser.add_argument("--set", action="append", default=[], metavar="'--field=value ...'",
                         help="overrides applied to every entry (after its own)")
     return parser

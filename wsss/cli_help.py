@@ -17,14 +17,15 @@ from wsss.config import RunConfig
 COMMAND_SECTIONS = {
     "train-cls": ["data", "trainer", "classifier"],
     "cams": ["data", "trainer", "cams"],
-    "pseudo": ["data", "pseudo"],
+    "train-aff": ["data", "trainer", "affinity"],
+    "pseudo": ["data", "pseudo", "affinity"],
     "train-seg": ["data", "trainer", "segmenter", "pseudo"],
     "eval": ["data", "pseudo"],
     "predict": ["data", "segmenter", "pseudo"],
     "explain": ["data", "classifier", "cams"],
 }
-ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "pseudo", "segmenter"]
-TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
+ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "affinity", "pseudo", "segmenter"]
+TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "train-aff": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
              "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"], "predict": ["out", "progress"],
              "explain": ["out", "progress"]}
 

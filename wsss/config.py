@@ -192,6 +192,8 @@ class PseudoConfig:
         crf_bi_srgb: bilateral kernel colour std.
         crf_bi_compat: bilateral kernel weight (0 drops it).
         workers: worker processes (None = all cores).
+        par: also write masks of the PAR-refined CAMs (``pseudo_par/``, :mod:`wsss.affinity.par`), cut
+            at the same background threshold.
     """
 
     bg_threshold: float | None = None
@@ -206,6 +208,7 @@ class PseudoConfig:
     crf_bi_srgb: float = 5.0
     crf_bi_compat: float = 4.0
     workers: int | None = None
+    par: bool = False
 
     def crf_params(self) -> dict[str, float]:
         """Keyword arguments of :func:`wsss.pseudo.dense_crf`."""
@@ -214,12 +217,67 @@ class PseudoConfig:
 
 
 @dataclass
+class AffinityConfig:
+    """IRN-style affinity (Ahn et al., CVPR 2019): stage ``train-aff`` learns class boundaries from the
+    inter-pixel relations of the CAMs' confident regions; ``pseudo`` then propagates the CAMs by a
+    random walk over them into ``pseudo_rw/``. Defaults are IRN's (``run_sample.py``) except the
+    training length, batch and crop, which are demo-sized (IRN: 3 epochs, batch 32, crop 512).
+
+    Args:
+        enabled: run ``train-aff`` in ``pipeline`` and the random walk in ``pseudo``.
+        backbone: a name of ``wsss.models.BACKBONES`` (frozen, as in IRN).
+        pretrained: as ``classifier.pretrained``.
+        backbone_kwargs: extra backbone arguments.
+        conf_fg_threshold: background score under which the CAM's argmax is confident foreground.
+        conf_bg_threshold: background score above every CAM value of confident background.
+        conf_crf: refine both confident maps with IRN's label CRF.
+        radius: pair radius of the training relations (on the stride-4 grid).
+        optimizer: ``sgd`` or ``adamw``.
+        lr: learning rate of the boundary layers (poly decay, no warm-up).
+        weight_decay: weight decay.
+        momentum: SGD momentum (IRN's ``PolyOptimizer`` passes the weight decay in SGD's momentum
+            slot, so it trains with momentum 1e-4, i.e. none).
+        max_steps: training iterations.
+        batch_size: crops per step.
+        crop_size: square training crop.
+        scale_range: random rescale range before cropping.
+        rw_radius: pair radius of the random walk.
+        beta: power of the affinities in the transition matrix.
+        exp_times: the walk takes ``2 ** exp_times`` steps.
+        rw_bg_threshold: background score of the propagated maps (normalised by their maximum);
+            None = the best threshold of a sweep on the CAM split (needs ground truth).
+    """
+
+    enabled: bool = False
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool | str = True
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    conf_fg_threshold: float = 0.30
+    conf_bg_threshold: float = 0.05
+    conf_crf: bool = True
+    radius: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 1e-4
+    max_steps: int = 250
+    batch_size: int = 16
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    rw_radius: int = 5
+    beta: float = 10.0
+    exp_times: int = 8
+    rw_bg_threshold: float | None = 0.25
+
+
+@dataclass
 class SegmenterConfig(NetworkTrainingConfig):
     """Segmentation network trained on pseudo masks (stage ``train-seg``); the shared fields are those
     of :class:`NetworkTrainingConfig`.
 
     Args:
-        masks: which masks to train on: ``pseudo_crf``, ``pseudo``, ``gt`` (fully supervised upper
+        masks: which masks to train on: ``pseudo_crf``, ``pseudo``, ``pseudo_par`` (with
+            ``pseudo.par``), ``pseudo_rw`` (with ``affinity.enabled``), ``gt`` (fully supervised upper
             bound) or a folder of ``<id>.png`` masks.
         fully_supervised: in ``pipeline``, also train the same segmenter on ground truth.
         head: a name of ``wsss.models.seg_heads.SEG_HEADS``.
@@ -253,6 +311,7 @@ class RunConfig:
         classifier: classifier section.
         cams: CAM export section.
         pseudo: pseudo-mask section.
+        affinity: IRN-style affinity section (off by default).
         segmenter: segmenter section.
         report: write the HTML report at the end of ``pipeline``.
         progress: show progress bars.
@@ -265,6 +324,7 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     report: bool = True
     progress: bool = True

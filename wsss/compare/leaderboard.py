@@ -60,6 +60,8 @@ COLUMNS: list[Column] = [
     Column("seed_cam_recall", "CAM fg recall", "high", _stage("pseudo", "seed_cam_recall")),
     Column("pseudo_miou", "pseudo", "high", _stage("pseudo", "pseudo_miou"), quality=True),
     Column("pseudo_crf_miou", "pseudo+CRF", "high", _stage("pseudo", "pseudo_crf_miou"), quality=True),
+    Column("pseudo_par_miou", "pseudo+PAR", "high", _stage("pseudo", "pseudo_par_miou"), quality=True),
+    Column("pseudo_rw_miou", "pseudo+RW", "high", _stage("pseudo_rw", "pseudo_rw_miou"), quality=True),
     Column("seg_miou", "segmenter (val)", "high", _seg("miou"), quality=True),
     Column("wsss_over_full", "WSSS/full", "high", _full_ratio, digits=3),
     Column("trainable_params", "params (M)", "low",
@@ -68,6 +70,8 @@ COLUMNS: list[Column] = [
     Column("train_cls_seconds", "train-cls s", "low", _stage("train_cls", "seconds"), digits=0),
     Column("cams_seconds", "cams s", "low", _stage("cams", "seconds"), digits=0),
     Column("pseudo_seconds", "pseudo s", "low", _stage("pseudo", "seconds"), digits=0),
+    Column("train_aff_seconds", "train-aff s", "low", _stage("train_aff", "seconds"), digits=0),
+    Column("pseudo_rw_seconds", "random walk s", "low", _stage("pseudo_rw", "seconds"), digits=0),
     Column("train_seg_seconds", "train-seg s", "low", _seg("seconds"), digits=0),
     Column("peak_rss_mib", "peak RSS MiB", "low", lambda r, c: c.get("peak_rss_mib"), digits=0),
 ]

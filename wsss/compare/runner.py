@@ -33,7 +33,9 @@ from wsss.stages.cams import cams_fingerprint
 from wsss.stages.fingerprint import Fingerprint
 from wsss.stages.pipeline import PIPELINE_STAGES
 from wsss.stages.pseudo import pseudo_fingerprint
+from wsss.stages.pseudo_rw import pseudo_rw_fingerprint
 from wsss.stages.records import read_stages, stage_outputs, update_record
+from wsss.stages.train_aff import train_aff_fingerprint
 from wsss.stages.train_cls import train_cls_fingerprint
 from wsss.stages.train_seg import masks_name, train_seg_fingerprint
 
@@ -48,13 +50,21 @@ def planned_fingerprints(cfg: RunConfig, stages: Sequence[str]) -> dict[str, Fin
     cls = train_cls_fingerprint(cfg)
     cams = cams_fingerprint(cfg, train_cls=cls.digest)
     pseudo = pseudo_fingerprint(cfg, cams=cams.digest)
+    aff = train_aff_fingerprint(cfg, cams=cams.digest)
+    walk = pseudo_rw_fingerprint(cfg, cams=cams.digest, train_aff=aff.digest)
     for name, fp in (("train-cls", cls), ("cams", cams), ("pseudo", pseudo)):
         if name in stages:
             plan[name.replace("-", "_")] = fp
+    if cfg.affinity.enabled:
+        if "train-aff" in stages:
+            plan["train_aff"] = aff
+        if "pseudo" in stages:
+            plan["pseudo_rw"] = walk
     if "train-seg" in stages:
         masks = [cfg.segmenter.masks] + (["gt"] if cfg.segmenter.fully_supervised else [])
         for m in dict.fromkeys(masks):
-            plan[f"train_seg_{masks_name(m)}"] = train_seg_fingerprint(cfg, m, pseudo=pseudo.digest)
+            plan[f"train_seg_{masks_name(m)}"] = train_seg_fingerprint(cfg, m, pseudo=pseudo.digest,
+                                                                      pseudo_rw=walk.digest)
     return plan
 
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from wsss.data.base import SegDataset
 from wsss.data.palette import IGNORE_INDEX, read_mask
 from wsss.errors import DataError
-from wsss.processes import die_with_parent
+from wsss.processes import pool_worker_init
 from wsss.pseudo.storage import load_cams
 
 DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
@@ -83,7 +83,7 @@ def sweep_cam_thresholds(cam_dir: str | Path, dataset: SegDataset, thresholds=DE
             total += _one(job)
             bar.update()
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=die_with_parent) as pool:
+        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=pool_worker_init) as pool:
             for part in pool.imap_unordered(_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 total += part
                 bar.update()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from wsss.affinity.par import par_cams
 from wsss.data.base import SegDataset, read_image
 from wsss.data.palette import mask_file_ok, write_mask
 from wsss.errors import DataError
 from wsss.io import clean_stale_temps
-from wsss.processes import die_with_parent
+from wsss.processes import pool_worker_init
 from wsss.pseudo.crf import crf_mask
 from wsss.pseudo.storage import load_cams
 from wsss.pseudo.thresholds import cams_to_mask, power_background_mask
@@ -43,6 +45,7 @@ class LabelJob:
     bg_power: float | None = None
     crf_params: dict[str, Any] = field(default_factory=dict)
     num_classes: int | None = None
+    par: bool = False
 
 
 def label_one(job: LabelJob) -> str:
@@ -53,6 +56,8 @@ def label_one(job: LabelJob) -> str:
     if (height, width) != cams.shape[1:]:
         raise DataError(f"{job.cam_path}: CAM size {cams.shape[1:]} differs from its image "
                         f"{(height, width)} ({job.image_path}); regenerate it with `wsss cams`")
+    if job.par:
+        cams = par_cams(read_image(job.image_path), cams)
     if job.crf:
         mask = crf_mask(read_image(job.image_path), cams, class_ids, job.bg_threshold, job.high, job.low,
                         job.bg_power, **job.crf_params)
@@ -93,7 +98,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
                       high: float | None = None, low: float | None = None, bg_power: float | None = None,
                       crf: bool = False,
                       crf_params: dict[str, Any] | None = None, workers: int | None = None,
-                      progress: bool = True) -> dict[str, int]:
+                      progress: bool = True, par: bool = False) -> dict[str, int]:
     """Write ``out_dir/<id>.png`` for every image of ``dataset`` from ``cam_dir/<id>.npz``.
 
     Args:
@@ -103,6 +108,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
         bg_power: use the power background score ``(1 - max cam) ** bg_power`` instead of the
             constant threshold (PSA/IRN style).
         crf: refine with :func:`~wsss.pseudo.dense_crf` (``crf_params`` are its keyword arguments).
+        par: refine the CAMs with PAR (:func:`wsss.affinity.par.par_cams`) first.
         workers: processes (None = all cores; 1 = in this process).
 
     Returns:
@@ -113,21 +119,26 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: SegDataset, out_dir: str | P
     check_writable(out_dir)
     clean_stale_temps(out_dir)
     jobs = [LabelJob(i, cam_dir / f"{i}.npz", dataset.image_path(i), out_dir / f"{i}.png", bg_threshold, high, low,
-                     crf, bg_power, dict(crf_params or {}), dataset.num_classes)
+                     crf, bg_power, dict(crf_params or {}), num_classes=dataset.num_classes, par=par)
             for i in dataset.ids if not mask_file_ok(out_dir / f"{i}.png")]
     skipped = len(dataset.ids) - len(jobs)
     if skipped:
         log.info("%s: %d masks already done, %d to make", out_dir, skipped, len(jobs))
+    run_pool(label_one, jobs, workers, f"pseudo masks -> {out_dir.name}", progress)
+    return {"written": len(jobs), "skipped": skipped}
+
+
+def run_pool(fn: Callable[[Any], str], jobs: list, workers: int | None, desc: str, progress: bool = True) -> None:
+    """``fn(job)`` for every job, over ``workers`` processes (None = all cores; 1 = in this process)."""
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(jobs), desc=f"pseudo masks -> {out_dir.name}", unit="img", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress)
     if workers == 1 or len(jobs) <= 1:
         for job in jobs:
-            label_one(job)
+            fn(job)
             bar.update()
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=die_with_parent) as pool:
-            for _ in pool.imap_unordered(label_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
+        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=pool_worker_init) as pool:
+            for _ in pool.imap_unordered(fn, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
                 bar.update()
     bar.close()
-    return {"written": len(jobs), "skipped": skipped}
 

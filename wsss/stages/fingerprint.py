@@ -24,7 +24,7 @@ from typing import Any
 from wsss.config import RunConfig
 
 # Bumped when a stage's code changes what it writes for the same settings (older outputs are stale).
-CODE_VERSIONS = {"train_cls": 1, "cams": 1, "pseudo": 1, "train_seg": 1}
+CODE_VERSIONS = {"train_cls": 1, "cams": 1, "pseudo": 1, "train_aff": 1, "pseudo_rw": 1, "train_seg": 1}
 
 NOT_FINGERPRINTED = {
     "cams.overlay_methods", "pseudo.workers",
@@ -35,10 +35,16 @@ DATA_TRAIN = ("data.name", "data.root", "data.train_split", "data.val_split", "d
               "data.skip_bad_images")
 DATA_CAM = ("data.name", "data.root", "data.cam_split", "data.kwargs", "data.skip_bad_images")
 TRAINER = ("trainer.devices", "trainer.num_nodes", "trainer.precision")
+AFFINITY_TRAIN = tuple(f"affinity.{name}" for name in (
+    "backbone", "pretrained", "backbone_kwargs", "conf_fg_threshold", "conf_bg_threshold", "conf_crf", "radius",
+    "optimizer", "lr", "weight_decay", "momentum", "max_steps", "batch_size", "crop_size", "scale_range"))
+AFFINITY_WALK = ("affinity.rw_radius", "affinity.beta", "affinity.exp_times", "affinity.rw_bg_threshold")
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "train_cls": ("seed", *DATA_TRAIN, *TRAINER, "classifier"),
     "cams": (*DATA_CAM, "cams"),
     "pseudo": (*DATA_CAM, "pseudo"),
+    "train_aff": ("seed", *DATA_CAM, *TRAINER, *AFFINITY_TRAIN),
+    "pseudo_rw": (*DATA_CAM, *AFFINITY_WALK),
     "train_seg": ("seed", *DATA_TRAIN, *TRAINER, "segmenter"),
 }
 
@@ -111,7 +117,7 @@ class Fingerprint:
 
 def stage_fingerprint(cfg: RunConfig, stage: str, inputs: dict[str, str] | None = None,
                       extra_fields: dict[str, Any] | None = None) -> Fingerprint:
-    """The fingerprint of ``stage`` (``train_cls``, ``cams``, ``pseudo`` or ``train_seg``) for ``cfg``;
+    """The fingerprint of ``stage`` (a key of :data:`STAGE_FIELDS`) for ``cfg``;
     ``extra_fields`` are settings a stage gets from its caller rather than from the config."""
     fields = {**config_fields(cfg, STAGE_FIELDS[stage]), **_plain(extra_fields or {})}
     return Fingerprint(stage, fields, dict(inputs or {}), CODE_VERSIONS[stage])

@@ -15,12 +15,14 @@ from wsss.stages.pseudo import run_pseudo
 from wsss.stages.records import read_stages
 from wsss.stages.report import run_report
 from wsss.stages.summary import summary_table
+from wsss.stages.train_aff import run_train_aff
 from wsss.stages.train_cls import run_train_cls
 from wsss.stages.train_seg import run_train_seg
 
 log = logging.getLogger("wsss")
 
-PIPELINE_STAGES = ("train-cls", "cams", "pseudo", "train-seg")
+# train-aff runs only with affinity.enabled (off by default: it trains a second network)
+PIPELINE_STAGES = ("train-cls", "cams", "train-aff", "pseudo", "train-seg")
 
 
 def run_pipeline(cfg: RunConfig, stages: Sequence[str] = PIPELINE_STAGES) -> dict[str, Any]:
@@ -36,12 +38,16 @@ def run_pipeline(cfg: RunConfig, stages: Sequence[str] = PIPELINE_STAGES) -> dic
         run_train_cls(cfg)
     if "cams" in stages:
         run_cams(cfg)
+    if "train-aff" in stages and cfg.affinity.enabled:
+        run_train_aff(cfg)
     pseudo = run_pseudo(cfg) if "pseudo" in stages else {}
     summary: dict[str, Any] = {
         "seed_cam_miou": pseudo.get("seed_cam_miou"),
         "seed_cam_threshold": pseudo.get("seed_cam_threshold"),
         "pseudo_miou": pseudo.get("pseudo_miou"),
         "pseudo_crf_miou": pseudo.get("pseudo_crf_miou"),
+        "pseudo_par_miou": pseudo.get("pseudo_par_miou"),
+        "pseudo_rw_miou": pseudo.get("pseudo_rw_miou"),
         "seg_miou": None,
         "fully_supervised_miou": None,
     }

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from wsss.config import RunConfig
+from wsss.config import PseudoConfig, RunConfig
 from wsss.data.palette import mask_file_ok
 from wsss.errors import DataError, StageMissingError
 from wsss.eval.evaluate import evaluate_masks
@@ -22,7 +22,12 @@ log = logging.getLogger("wsss")
 
 DEFAULT_BG_THRESHOLD = 0.25
 RESULT_KEYS = ("seed_cam_miou", "seed_cam_threshold", "seed_cam_precision", "seed_cam_recall", "bg_threshold",
-               "pseudo_miou", "pseudo_crf_miou")
+               "pseudo_miou", "pseudo_crf_miou", "pseudo_par_miou")
+
+
+def mask_variants(p: PseudoConfig) -> list[tuple[str, bool, bool]]:
+    """(folder name, dense CRF, PAR) of every mask folder the ``pseudo`` stage writes."""
+    return [("pseudo", False, False)] + [("pseudo_crf", True, False)] * p.crf + [("pseudo_par", False, True)] * p.par
 
 
 def pseudo_dir(cfg: RunConfig, crf: bool) -> Path:
@@ -61,7 +66,18 @@ def check_no_skipped_images(cfg: RunConfig, dataset) -> None:
 
 
 def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
-    """Pseudo masks of the CAM split; returns the seed-CAM and pseudo-mask scores (percent)."""
+    """Pseudo masks of the CAM split, and with ``affinity.enabled`` the random-walk masks (stage
+    ``pseudo_rw``); returns the seed-CAM and pseudo-mask scores (percent)."""
+    results = run_threshold_masks(cfg)
+    if cfg.affinity.enabled:
+        from wsss.stages.pseudo_rw import run_pseudo_rw
+
+        results.update(run_pseudo_rw(cfg))
+    return results
+
+
+def run_threshold_masks(cfg: RunConfig) -> dict[str, Any]:
+    """The ``pseudo`` stage: thresholded CAMs with and without CRF (and PAR with ``pseudo.par``)."""
     cams = cam_dir(cfg)
     if not cams.is_dir():
         raise StageMissingError(f"CAM folder {cams} not found; run `wsss cams` with the same --out first")
@@ -70,7 +86,7 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
     dataset = dataset_for(cfg, cfg.data.cam_split)
 
     def invalid() -> list[Path]:
-        folders = [pseudo_dir(cfg, crf) for crf in ([False, True] if p.crf else [False])]
+        folders = [cfg.out_dir / name for name, _, _ in mask_variants(p)]
         return [m for f in folders for m in (f / f"{i}.png" for i in dataset.ids) if not mask_file_ok(m)]
 
     done = finished_record(cfg.out_dir, "pseudo", fingerprint, invalid)
@@ -87,15 +103,14 @@ def run_pseudo(cfg: RunConfig) -> dict[str, Any]:
         if threshold is None:
             threshold = sweep.threshold if sweep is not None else DEFAULT_BG_THRESHOLD
         results["bg_threshold"] = threshold
-        for crf in ([False, True] if p.crf else [False]):
-            out = pseudo_dir(cfg, crf)
+        for name, crf, par in mask_variants(p):
+            out = cfg.out_dir / name
             make_pseudo_masks(
                 cams, dataset, out, bg_threshold=threshold, high=p.high, low=p.low, bg_power=p.bg_power, crf=crf,
-                crf_params=p.crf_params(),
-                workers=p.workers, progress=cfg.progress,
+                crf_params=p.crf_params(), workers=p.workers, progress=cfg.progress, par=par,
             )
             if dataset.has_masks():
                 result = evaluate_masks(out, dataset, out_dir=eval_dir(cfg) / out.name, progress=cfg.progress)
-                results["pseudo_crf_miou" if crf else "pseudo_miou"] = float(result["miou"])
+                results[f"{name}_miou"] = float(result["miou"])
         record.update(results)
     return results

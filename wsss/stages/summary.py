@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# rows shown only when the run made them (pseudo.par, affinity.enabled)
+OPTIONAL_ROWS = {"pseudo_par_miou", "pseudo_rw_miou"}
 SUMMARY_ROWS = [
     ("seed_cam_miou", "seed CAM (best threshold)"),
     ("pseudo_miou", "pseudo masks"),
     ("pseudo_crf_miou", "pseudo masks + CRF"),
+    ("pseudo_par_miou", "pseudo masks + PAR"),
+    ("pseudo_rw_miou", "pseudo masks + random walk"),
     ("seg_miou", "segmenter on pseudo masks (val)"),
     ("fully_supervised_miou", "fully supervised (val)"),
 ]
@@ -18,6 +22,8 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines = [f"{'result':<36}{'mIoU %':>8}", "-" * 44]
     for key, label in SUMMARY_ROWS:
         value = summary.get(key)
+        if value is None and key in OPTIONAL_ROWS:
+            continue
         lines.append(f"{label:<36}{'-' if value is None else f'{value:.2f}':>8}")
     if summary.get("seed_cam_threshold") is not None:
         lines.append(f"{'seed CAM best threshold':<36}{summary['seed_cam_threshold']:>8.2f}")

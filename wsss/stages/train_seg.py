@@ -16,7 +16,7 @@ from wsss.models.segmenter import Segmenter
 from wsss.models.weights import checkpoint_file_ok
 from wsss.stages.common import datamodule_for, dataset_for
 from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
-from wsss.stages.pseudo import eval_dir, pseudo_dir
+from wsss.stages.pseudo import eval_dir
 from wsss.stages.records import finished_record, read_stages, recorded_input, stage, update_record
 from wsss.stages.training import fit_resumable
 from wsss.train.seg_inference import evaluate_segmenter
@@ -25,18 +25,26 @@ from wsss.train.segmentation import SegmenterModule
 log = logging.getLogger("wsss")
 
 
+MASK_STAGES = {"pseudo": "pseudo", "pseudo_crf": "pseudo", "pseudo_par": "pseudo", "pseudo_rw": "pseudo_rw"}
+
+
 def mask_source(cfg: RunConfig, masks: str) -> Path | None:
     """Folder of training masks for ``masks`` (None = the dataset's ground truth)."""
     if masks == "gt":
         return None
-    if masks in ("pseudo", "pseudo_crf"):
-        folder = pseudo_dir(cfg, crf=masks == "pseudo_crf")
+    if masks in MASK_STAGES:
+        folder = cfg.out_dir / masks
         if not folder.is_dir():
-            raise StageMissingError(f"pseudo-mask folder {folder} not found; run `wsss pseudo` with the same --out first")
+            hint = " with pseudo.par: true" if masks == "pseudo_par" else ""
+            if masks == "pseudo_rw":
+                hint = " with affinity.enabled: true (after `wsss train-aff`)"
+            raise StageMissingError(f"pseudo-mask folder {folder} not found; run `wsss pseudo`{hint} with the same "
+                                    "--out first")
         return folder
     folder = Path(masks)
     if not folder.is_dir():
-        raise StageMissingError(f"segmenter.masks: mask folder {folder} not found (use pseudo_crf, pseudo, gt or a folder)")
+        raise StageMissingError(f"segmenter.masks: mask folder {folder} not found (use pseudo_crf, pseudo, pseudo_par, "
+                                "pseudo_rw, gt or a folder)")
     return folder
 
 
@@ -45,13 +53,16 @@ def masks_name(masks: str) -> str:
     return "gt" if masks == "gt" else Path(masks).name
 
 
-def train_seg_fingerprint(cfg: RunConfig, masks: str, pseudo: str | None = None) -> Fingerprint:
-    """Segmenter training settings plus the masks it learns from: the ``pseudo`` record (or
-    ``pseudo``, a planned digest), the listing of a folder of masks made elsewhere, or nothing for
-    the ground truth."""
+def train_seg_fingerprint(cfg: RunConfig, masks: str, pseudo: str | None = None,
+                          pseudo_rw: str | None = None) -> Fingerprint:
+    """Segmenter training settings plus the masks it learns from: the record of the stage that made
+    them (or ``pseudo`` / ``pseudo_rw``, planned digests), the listing of a folder of masks made
+    elsewhere, or nothing for the ground truth."""
     inputs = {}
-    if masks in ("pseudo", "pseudo_crf"):
-        inputs["pseudo"] = pseudo or recorded_input(cfg.out_dir, "pseudo", pseudo_dir(cfg, crf=masks == "pseudo_crf"))
+    if MASK_STAGES.get(masks) == "pseudo":
+        inputs["pseudo"] = pseudo or recorded_input(cfg.out_dir, "pseudo", cfg.out_dir / masks)
+    elif masks == "pseudo_rw":
+        inputs["pseudo_rw"] = pseudo_rw or recorded_input(cfg.out_dir, "pseudo_rw", cfg.out_dir / masks)
     elif masks != "gt":
         inputs["masks"] = recorded_input(cfg.out_dir, "masks", Path(masks))
     return stage_fingerprint(cfg, "train_seg", inputs, extra_fields={"segmenter.masks": masks})
@@ -90,7 +101,26 @@ def run_train_seg(cfg: RunConfig, masks: str | None = None) -> dict[str, Any]:
         return json.loads(metrics_file.read_text())
     result = evaluate_checkpoint(cfg, final, eval_dir(cfg) / f"seg_{name}")
     update_record(cfg.out_dir, stage_name, {"miou": result["miou"], "eval": eval_settings(cfg)})
+    warn_if_undertrained(cfg, masks, result["miou"])
     return result
+
+
+def warn_if_undertrained(cfg: RunConfig, masks: str, seg_miou: float) -> str | None:
+    """Log (and return) a warning when the segmenter scores below the masks it learned from: a
+    segmenter usually ends above its training masks, so this mostly means too few steps."""
+    stage_name = MASK_STAGES.get(masks)
+    masks_miou = read_stages(cfg.out_dir).get(stage_name, {}).get(f"{masks}_miou") if stage_name else None
+    if masks_miou is None or seg_miou >= masks_miou:
+        return None
+    s = cfg.segmenter
+    train_images = len(dataset_for(cfg, cfg.data.train_split).ids)
+    epochs = s.max_steps * s.batch_size / max(1, train_images)
+    message = (f"the segmenter trained on {masks} scores {seg_miou:.2f} mIoU on {cfg.data.val_split}, below its own "
+               f"training masks ({masks_miou:.2f} on {cfg.data.cam_split}): it is probably undertrained "
+               f"({s.max_steps} steps x batch {s.batch_size} = {epochs:.1f} epochs of {train_images} images); "
+               "raise segmenter.max_steps (real datasets need tens of epochs)")
+    log.warning(message)
+    return message
 
 
 def evaluate_checkpoint(cfg: RunConfig, ckpt: Path, out: Path) -> dict[str, Any]:

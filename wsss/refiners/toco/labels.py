@@ -14,7 +14,11 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from wsss.affinity.par import par_refine
 from wsss.data.palette import IGNORE_INDEX
+
+__all__ = ["box_mask", "cam_to_label", "label_to_aff_mask", "multi_scale_cam", "normalise_cam", "par_refine",
+           "refine_labels_with_background", "roi_map", "token_labels"]
 
 CamFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -206,61 +210,6 @@ def roi_map(cam: torch.Tensor, cls_label: torch.Tensor, high: float, low: float)
     roi = torch.ones_like(value, dtype=torch.long)
     roi = roi.masked_fill(value <= low, 0)
     return roi.masked_fill(value >= high, 2)
-
-
-def _dilated_neighbours(x: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
-    """The 8 neighbours of every pixel at each dilation, border-replicated.
-
-    [B, C, H, W] -> [B, C, 8 * len(dilations), H, W]."""
-    h, w = x.shape[-2:]
-    out = []
-    for d in dilations:
-        padded = F.pad(x, [d] * 4, mode="replicate")
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if dy == 0 and dx == 0:
-                    continue
-                out.append(padded[..., d + dy * d : d + dy * d + h, d + dx * d : d + dx * d + w])
-    return torch.stack(out, dim=2)
-
-
-def par_refine(
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    dilations: Sequence[int] = (1, 2, 4, 8, 12, 24),
-    num_iter: int = 10,
-    w_colour: float = 0.3,
-    w_pos: float = 0.01,
-) -> torch.Tensor:
-    """Pixel-adaptive refinement (PAR, from the AFA/ToCo code) of score maps with local colour
-    affinities.
-
-    For every pixel the 8 neighbours at each dilation get the weight
-    ``softmax_k(-mean_c(|I_k - I| / std_k(I_k) / w_colour)^2) + w_pos * softmax_k(-(dist_k /
-    std_k(dist) / w_colour)^2)``, and ``num_iter`` times each mask becomes the weighted sum of
-    its neighbours' values.
-
-    Args:
-        images: [B, 3, H, W] images (any scale: only colour ratios matter).
-        masks: [B, K, h, w] scores, resized (bilinear, aligned corners) to (H, W) first.
-
-    Returns:
-        [B, K, H, W] refined scores.
-    """
-    h, w = images.shape[-2:]
-    masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=True)
-    neighbours = _dilated_neighbours(images, dilations)
-    diff = (neighbours - images.unsqueeze(2)).abs()
-    colour = -(diff / (neighbours.std(dim=2, keepdim=True) + 1e-8) / w_colour) ** 2
-    colour = colour.mean(dim=1, keepdim=True).softmax(dim=2)
-    root2 = math.sqrt(2.0)
-    unit = torch.tensor([root2, 1.0, root2, 1.0, 1.0, root2, 1.0, root2], dtype=images.dtype)
-    dist = torch.cat([unit * d for d in dilations]).to(images.device)
-    position = (-(dist / (dist.std() + 1e-8) / w_colour) ** 2).softmax(dim=0)
-    affinity = colour + w_pos * position[None, None, :, None, None]
-    for _ in range(num_iter):
-        masks = (_dilated_neighbours(masks, dilations) * affinity).sum(dim=2)
-    return masks
 
 
 def refine_labels_with_background(

@@ -1,0 +1,102 @@
+"""Random walk of ``pseudo``: the CAMs propagated with the trained boundary network
+(``OUT/cams_rw/<id>.npz``, same format as ``OUT/cams``), cut into ``OUT/pseudo_rw/<id>.png`` masks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from wsss.affinity.network import AffinityNet
+from wsss.affinity.propagate import propagate_cams
+from wsss.config import RunConfig
+from wsss.data.base import read_image
+from wsss.errors import StageMissingError
+from wsss.eval.evaluate import evaluate_masks
+from wsss.eval.sweep import sweep_cam_thresholds
+from wsss.io import atomic_write_json, clean_stale_temps
+from wsss.pseudo.labeler import check_cam_folder, make_pseudo_masks
+from wsss.pseudo.storage import load_cams, save_cams
+from wsss.stages.cams import cam_dir
+from wsss.stages.common import dataset_for
+from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
+from wsss.stages.pseudo import DEFAULT_BG_THRESHOLD, eval_dir
+from wsss.stages.records import finished_record, recorded_input, stage
+from wsss.stages.train_aff import affinity_ckpt
+
+log = logging.getLogger("wsss")
+
+RW_KEYS = ("pseudo_rw_miou", "pseudo_rw_threshold")
+
+
+def rw_cam_dir(cfg: RunConfig) -> Path:
+    return cfg.out_dir / "cams_rw"
+
+
+def pseudo_rw_dir(cfg: RunConfig) -> Path:
+    return cfg.out_dir / "pseudo_rw"
+
+
+def pseudo_rw_fingerprint(cfg: RunConfig, cams: str | None = None, train_aff: str | None = None) -> Fingerprint:
+    """Random-walk settings plus the CAMs and the boundary network (records, or planned digests)."""
+    cams = cams or recorded_input(cfg.out_dir, "cams", cam_dir(cfg))
+    if train_aff is None:
+        train_aff = recorded_input(cfg.out_dir, "train_aff", affinity_ckpt(cfg))
+    return stage_fingerprint(cfg, "pseudo_rw", {"cams": cams, "train_aff": train_aff})
+
+
+def write_rw_cams(cfg: RunConfig, model: AffinityNet) -> dict[str, int]:
+    """``OUT/cams_rw/<id>.npz`` for every image of the CAM split; files already made are kept."""
+    a = cfg.affinity
+    dataset = dataset_for(cfg, cfg.data.cam_split)
+    check_cam_folder(cam_dir(cfg), dataset)
+    out = rw_cam_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)
+    pending = [i for i in dataset.ids if not (out / f"{i}.npz").is_file()]
+    for image_id in tqdm(pending, desc="random walk -> cams_rw", unit="img", disable=not cfg.progress):
+        cams, class_ids = load_cams(cam_dir(cfg) / f"{image_id}.npz")
+        walked = propagate_cams(model, read_image(dataset.image_path(image_id)), cams, radius=a.rw_radius,
+                                beta=a.beta, exp_times=a.exp_times)
+        save_cams(out / f"{image_id}.npz", walked, class_ids)
+    return {"written": len(pending), "skipped": len(dataset.ids) - len(pending)}
+
+
+def run_pseudo_rw(cfg: RunConfig) -> dict[str, Any]:
+    """Random-walk pseudo masks of the CAM split; returns ``pseudo_rw_miou`` (percent, with ground
+    truth) and the threshold used."""
+    ckpt = affinity_ckpt(cfg)
+    if not ckpt.is_file():
+        raise StageMissingError(f"affinity checkpoint {ckpt} not found; run `wsss train-aff` with the same --out "
+                                "first (affinity.enabled makes `wsss pseudo` propagate the CAMs with it)")
+    fingerprint = pseudo_rw_fingerprint(cfg)
+    done = finished_record(cfg.out_dir, "pseudo_rw", fingerprint)
+    if done is not None:
+        return {k: done[k] for k in RW_KEYS if k in done}
+    a = cfg.affinity
+    results: dict[str, Any] = {}
+    with stage(cfg.out_dir, "pseudo_rw", fingerprint) as record:
+        model = AffinityNet.from_checkpoint(ckpt).eval()
+        with torch.no_grad():
+            record["cams_rw"] = write_rw_cams(cfg, model)
+        dataset = dataset_for(cfg, cfg.data.cam_split)
+        threshold = a.rw_bg_threshold
+        if threshold is None:
+            if dataset.has_masks():
+                sweep = sweep_cam_thresholds(rw_cam_dir(cfg), dataset, out_dir=eval_dir(cfg) / "cams_rw",
+                                             workers=cfg.pseudo.workers, progress=cfg.progress)
+                atomic_write_json(eval_dir(cfg) / "cams_rw" / "sweep.json", sweep._asdict())
+                threshold = sweep.threshold
+            else:
+                threshold = DEFAULT_BG_THRESHOLD
+        results["pseudo_rw_threshold"] = threshold
+        make_pseudo_masks(rw_cam_dir(cfg), dataset, pseudo_rw_dir(cfg), bg_threshold=threshold,
+                          workers=cfg.pseudo.workers, progress=cfg.progress)
+        if dataset.has_masks():
+            result = evaluate_masks(pseudo_rw_dir(cfg), dataset, out_dir=eval_dir(cfg) / "pseudo_rw")
+            results["pseudo_rw_miou"] = float(result["miou"])
+        record.update(results)
+    return results
