@@ -224,6 +224,7 @@ def test_7_wsss_pseudo_help_lists_what_the_stage_reads():
     assert proc.returncode == 0
     assert "--pseudo.bg_threshold" in proc.stdout and "--overwrite" in proc.stdout
     assert "--classifier." not in proc.stdout and "--segmenter." not in proc.stdout
+    assert "--affinity.beta" in proc.stdout and "--affinity.lr" not in proc.stdout
     assert len(proc.stdout.splitlines()) < 90
 
 

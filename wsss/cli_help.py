@@ -24,6 +24,9 @@ COMMAND_SECTIONS = {
     "predict": ["data", "segmenter", "pseudo"],
     "explain": ["data", "classifier", "cams"],
 }
+# Sections a command reads only in part: the random walk of ``pseudo`` reads the walk's settings of
+# ``affinity``, not how the boundary network is trained.
+SECTION_FIELDS = {("pseudo", "affinity"): ("enabled", "rw_radius", "beta", "exp_times", "rw_bg_threshold")}
 ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "affinity", "pseudo", "segmenter"]
 TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "train-aff": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
              "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"], "predict": ["out", "progress"],
@@ -58,6 +61,9 @@ def command_help(command: str, description: str, flags: list[tuple[str, str]]) -
         value = getattr(defaults, section)
         texts = _descriptions(type(value))
         lines += ["", f"  {section}: {top.get(section, '')}"]
+        only = SECTION_FIELDS.get((command, section))
         for f in dataclasses.fields(value):
+            if only is not None and f.name not in only:
+                continue
             lines += _entry(f"--{section}.{f.name}", getattr(value, f.name), texts.get(f.name, ""), 4)
     return "\n".join(lines) + "\n"

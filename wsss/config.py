@@ -26,7 +26,9 @@ class DataConfig:
         val_split: split the segmenter is evaluated on.
         cam_split: split CAMs and pseudo masks are made for (pseudo-label mIoU is reported on it).
         kwargs: extra keyword arguments of the dataset class (e.g. synthetic generator settings).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes of the training, validation and CAM-export loaders;
+            None = one per core beyond the first, at most 4 (decoding and augmentation then overlap
+            the model's steps instead of adding to them).
         skip_bad_images: drop unreadable images (logged) instead of stopping with an error.
     """
 
@@ -36,7 +38,7 @@ class DataConfig:
     val_split: str = "val"
     cam_split: str = "train"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    num_workers: int = 0
+    num_workers: int | None = None
     skip_bad_images: bool = False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 
@@ -23,3 +24,19 @@ def pool_worker_init() -> None:
 
     die_with_parent()
     torch.set_num_threads(1)
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of every DataLoader: end with the parent, and one OpenCV thread (decoding
+    and augmentation run a worker per core; OpenCV's own pool would fight the model's threads)."""
+    import cv2
+
+    die_with_parent()
+    cv2.setNumThreads(1)
+
+
+def loader_workers(num_workers: int | None) -> int:
+    """``data.num_workers`` resolved: None is one worker per core beyond the first, at most 4."""
+    if num_workers is None:
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return num_workers

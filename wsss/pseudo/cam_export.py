@@ -20,6 +20,7 @@ from wsss.cams import multiscale_cams
 from wsss.data.base import SegDataset
 from wsss.data.transforms import normalise_image
 from wsss.io import clean_stale_temps
+from wsss.processes import loader_worker_init
 from wsss.pseudo.storage import cam_file_ok, save_cams
 
 log = logging.getLogger("wsss")
@@ -78,8 +79,10 @@ def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path
                 scales=None, flip: bool = True, preset: str = "irn", target_layer: str = "feature_map",
                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), accelerator: str = "auto",
                 devices: int | str = "auto", strategy: str = "auto", num_nodes: int = 1,
-                progress: bool = True, **cam_options) -> dict[str, int]:
+                progress: bool = True, num_workers: int = 0, **cam_options) -> dict[str, int]:
     """Write ``out_dir/<id>.npz`` for every image of ``dataset``; returns ``{"written", "skipped"}``.
+
+    ``num_workers`` loader processes decode and normalise the images while the model runs.
 
     ``cam_options`` go to :func:`wsss.cams.compute_cams` (e.g. ``denoise="tam"``).
     """
@@ -92,7 +95,7 @@ def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path
         log.info("%s: %d CAM files already done, %d to make", out_dir, skipped, len(pending))
     if pending:
         loader = DataLoader(_ImagesToLabel(dataset, pending, mean, std), batch_size=1, shuffle=False,
-                            collate_fn=_single)
+                            collate_fn=_single, num_workers=num_workers, worker_init_fn=loader_worker_init)
         writer = CamWriter(model.eval(), out_dir, method, target_layer, preset,
                            tuple(scales) if scales else None, flip, cam_options)
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,

@@ -8,6 +8,7 @@ from pathlib import Path
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.models.classifier import Classifier
+from wsss.processes import loader_workers
 from wsss.pseudo.cam_export import export_cams
 from wsss.pseudo.storage import cam_file_ok
 from wsss.stages.common import dataset_for
@@ -63,7 +64,7 @@ def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
             model, dataset, out, method=c.method, scales=c.scales, flip=c.flip, preset=c.preset,
             target_layer=c.target_layer, mean=model.mean, std=model.std, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, progress=cfg.progress,
-            denoise=c.denoise,
+            denoise=c.denoise, num_workers=loader_workers(cfg.data.num_workers),
         )
         record.update(stats)
         record["unreadable_images"] = list(dataset.dropped_ids)

@@ -9,6 +9,7 @@ from wsss.config import NetworkTrainingConfig, RunConfig
 from wsss.data import build_dataset
 from wsss.data.base import SegDataset
 from wsss.data.datamodule import WSSSDataModule
+from wsss.processes import loader_workers
 
 
 def dataset_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -33,6 +34,6 @@ def datamodule_for(cfg: RunConfig, section: NetworkTrainingConfig, task: str, me
     return WSSSDataModule(
         dataset=cfg.data.name, root=cfg.data.root, train_split=cfg.data.train_split,
         val_split=cfg.data.val_split, task=task, crop_size=section.crop_size, batch_size=section.batch_size,
-        num_workers=cfg.data.num_workers, mean=mean, std=std, scale_range=tuple(section.scale_range),
+        num_workers=loader_workers(cfg.data.num_workers), mean=mean, std=std, scale_range=tuple(section.scale_range),
         dataset_kwargs=dataset_kwargs(cfg), seed=cfg.seed, mask_dir=str(mask_dir) if mask_dir is not None else None,
     )
