@@ -20,27 +20,31 @@ def _cam(seed=0, shape=(2, 3, 5, 7), dtype=torch.float64):
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 4 - 1
 
 
-def test_pooling_tends_to_max_and_mean_within_1e_5():
+@pytest.mark.parametrize("relative", [False, True])
+def test_pooling_tends_to_max_and_mean_within_1e_5(relative):
     cam = _cam()
     flat = cam.flatten(2)
-    assert torch.allclose(temperature_pool(cam, 1e-6), flat.amax(-1), atol=1e-5, rtol=0)
-    assert torch.allclose(temperature_pool(cam, 1e6), flat.mean(-1), atol=1e-5, rtol=0)
+    assert torch.allclose(temperature_pool(cam, 1e-6, relative), flat.amax(-1), atol=1e-5, rtol=0)
+    assert torch.allclose(temperature_pool(cam, 1e6, relative), flat.mean(-1), atol=1e-5, rtol=0)
     # the spec's points (tau 1e-4 / 1e4, tolerance 1e-3) in float32
     cam32 = cam.float()
-    assert torch.allclose(temperature_pool(cam32, 1e-4), cam32.flatten(2).amax(-1), atol=1e-3)
-    assert torch.allclose(temperature_pool(cam32, 1e4), cam32.flatten(2).mean(-1), atol=1e-3)
+    assert torch.allclose(temperature_pool(cam32, 1e-4, relative), cam32.flatten(2).amax(-1), atol=1e-3)
+    assert torch.allclose(temperature_pool(cam32, 1e4, relative), cam32.flatten(2).mean(-1), atol=1e-3)
 
 
-def test_constant_map_scores_its_value_at_every_temperature():
+@pytest.mark.parametrize("relative", [False, True])
+def test_constant_map_scores_its_value_at_every_temperature(relative):
     cam = torch.full((1, 2, 4, 4), 0.37, dtype=torch.float64)
     for tau in (1e-4, 0.1, 1.0, 10.0, 1e4):
-        assert torch.allclose(temperature_pool(cam, tau), torch.full((1, 2), 0.37, dtype=torch.float64))
+        got = temperature_pool(cam, tau, relative)
+        assert torch.allclose(got, torch.full((1, 2), 0.37, dtype=torch.float64))
 
 
-def test_score_does_not_decrease_as_the_temperature_decreases():
+@pytest.mark.parametrize("relative", [False, True])
+def test_score_does_not_decrease_as_the_temperature_decreases(relative):
     cam = _cam(1)
     taus = [1e3, 100, 10, 3, 1, 0.3, 0.1, 0.03, 0.01]
-    scores = torch.stack([temperature_pool(cam, t) for t in taus])
+    scores = torch.stack([temperature_pool(cam, t, relative) for t in taus])
     assert torch.all(scores[1:] >= scores[:-1] - 1e-12)
     assert torch.all(scores[-1] > scores[0])  # strictly, for a non-constant map
 
@@ -66,6 +70,16 @@ def test_low_temperature_puts_the_gradient_on_the_peak_high_temperature_spreads_
     peaky, spread = grads
     assert peaky[4] > 0.99 and peaky.abs().sum() - peaky[4] < 1e-3
     assert torch.allclose(spread, torch.full((9,), 1 / 9), atol=0.02)
+
+
+def test_relative_temperature_does_not_depend_on_the_scale_of_the_map():
+    cam = _cam(7)
+    for tau in (0.1, 1.0):
+        assert torch.allclose(temperature_pool(50 * cam, tau, relative=True), 50 * temperature_pool(cam, tau, True))
+    # on raw maps the same tau is near max pooling for large logits and near mean pooling for small ones
+    big, small = temperature_pool(50 * cam, 1.0) / 50, temperature_pool(cam / 50, 1.0) * 50
+    assert torch.allclose(big, cam.flatten(2).amax(-1), atol=0.05)
+    assert torch.allclose(small, cam.flatten(2).mean(-1), atol=0.05)
 
 
 def test_family_rule_gives_cnns_the_higher_temperature():

@@ -47,8 +47,13 @@ class UsageRefiner(Refiner):
         temperature: generation temperature; None = the family rule (``cnn_temperature`` or
             ``vit_temperature``). Set it to override the rule.
         cnn_temperature, vit_temperature: the rule's values, 1.0 and 0.1 (spec proj-default;
-            reconstruction, the paper's values were not available). They apply to the raw CAM
-            (class logits per position), as in the spec's formula.
+            reconstruction, the paper's values were not available).
+        relative_temperature: the temperature is in units of each map's range (``max - min``,
+            detached) rather than of the raw CAM (reconstruction, a project choice that departs
+            from the spec's ``softmax(M / tau)``, which ``false`` restores). On raw CAMs the same
+            ``tau`` means max pooling for a network with large logits and mean pooling for one with
+            small logits, so the family rule would depend on the logit scale; on the demo CNN (SGD,
+            GAP head) raw ``tau = 1`` is near max pooling and its loss diverged.
         generation_weight: weight of ``usage_gen`` (reconstruction: 1.0).
         consistency_weight: weight of ``usage_cons`` (spec proj-default 1.0); 0 turns the
             teacher/student branch off.
@@ -83,6 +88,7 @@ class UsageRefiner(Refiner):
         temperature: float | None = None,
         cnn_temperature: float = 1.0,
         vit_temperature: float = 0.1,
+        relative_temperature: bool = True,
         generation_weight: float = 1.0,
         consistency_weight: float = 1.0,
         consistency_start: int = 0,
@@ -104,6 +110,7 @@ class UsageRefiner(Refiner):
             raise ConfigError(f"usage: view_scale must be > 0; got {view_scale}")
         self.temperature_override = temperature
         self.cnn_temperature, self.vit_temperature = cnn_temperature, vit_temperature
+        self.relative_temperature = relative_temperature
         self.generation_weight, self.consistency_weight = generation_weight, consistency_weight
         self.consistency_start = consistency_start
         self.momentum = momentum
@@ -129,7 +136,8 @@ class UsageRefiner(Refiner):
         terms: Losses = {}
         if self.generation_weight != 0:
             cam = model.head.cam(outputs["features"])
-            terms["usage_gen"] = (self.generation_weight, generation_loss(cam, labels, self.temperature))
+            terms["usage_gen"] = (self.generation_weight, generation_loss(cam, labels, self.temperature,
+                                                                            self.relative_temperature))
         if self.teacher is not None and step >= self.consistency_start:
             terms["usage_cons"] = (self.consistency_weight, self._consistency(model, images, labels))
         return terms
