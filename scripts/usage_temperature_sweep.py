@@ -2,14 +2,15 @@
 family, to see whether the rule (CNN: higher temperature, ViT: lower) points the right way here.
 
     python scripts/usage_temperature_sweep.py --out runs/usage_sweep [--families cnn vit]
-        [--temperatures 0.1 1 10] [--baseline runs/compare_dir] [--docs docs]
+        [--temperatures 0.1 1 10] [--fast] [--docs docs]
 
-For each family one ``wsss compare`` runs a variant per temperature on the plain demo config of that
-family (``wsss.compare.presets.PLAIN``, the baseline of ``--preset refiners``), with only the
-generation term on (``consistency_weight: 0``: the temperature acts on that term alone) and the
-stages train-cls, cams, pseudo (no CRF: the seed CAM mIoU does not depend on it). ``--baseline``
-names a finished comparison holding the plain entries (``cnn``, ``vit``) whose seed mIoU is drawn as
-the no-refiner reference. Writes ``usage_temperature_sweep.png`` and ``.md`` into ``--docs``.
+For each family one ``wsss compare`` runs, on the plain demo config of that family
+(``wsss.compare.presets.PLAIN``, the baseline of ``--preset refiners``), a variant without refiner
+(``<family>_none``, the reference) and one per temperature with only the generation term on
+(``consistency_weight: 0``: the temperature acts on that term alone), through the stages train-cls,
+cams, pseudo (no CRF: the seed CAM mIoU does not depend on it). ``--fast`` uses the smaller budget
+of ``configs/demo/fast.yaml`` (240 images, 120 steps, CAM scales 1.0 and 0.5). Writes
+``usage_temperature_sweep.png`` and ``.md`` into ``--docs``; a rerun resumes the comparisons.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from wsss.io import atomic_write_text  # noqa: E402
 
 STAGES = "train-cls,cams,pseudo"
 RULE = {"cnn": 1.0, "vit": 0.1}
+# `--fast`: the data, step and CAM-scale budget of configs/demo/fast.yaml (`wsss demo --fast`)
+FAST = {"data": {"kwargs": {"n_train": 240, "n_val": 80}}, "classifier": {"max_steps": 120},
+        "cams": {"scales": [1.0, 0.5]}}
+NONE = "none"
 
 
 def flow(value) -> str:
@@ -39,20 +44,21 @@ def flow(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def plain_overrides(family: str) -> list[str]:
-    """``--section.field=value`` tokens that turn the defaults into the plain demo config of ``family``."""
-    return [f"--{section}.{name}={flow(value)}" for section, fields in PLAIN[family].items()
-            for name, value in fields.items()]
+def overrides(config: dict) -> list[str]:
+    """``--section.field=value`` tokens of a ``{section: {field: value}}`` config."""
+    return [f"--{section}.{name}={flow(value)}" for section, fields in config.items() for name, value in fields.items()]
 
 
-def variant_name(family: str, temperature: float) -> str:
-    return f"{family}_T{temperature:g}"
+def variant_name(family: str, temperature: float | str) -> str:
+    return f"{family}_{temperature}" if temperature == NONE else f"{family}_T{temperature:g}"
 
 
-def run_family(family: str, temperatures: list[float], out: Path) -> int:
-    argv = ["compare", "--out", str(out / family), "--stages", STAGES,
-            "--set=" + shlex.join([t for t in plain_overrides(family) if not t.startswith("--pseudo.crf=")]
-                                + ["--pseudo.crf=false"])]
+def run_family(family: str, temperatures: list[float], out: Path, fast: bool) -> int:
+    common = [t for t in overrides(PLAIN[family]) if not t.startswith("--pseudo.crf=")] + ["--pseudo.crf=false"]
+    if fast:
+        common += overrides(FAST)
+    argv = ["compare", "--out", str(out / family), "--stages", STAGES, "--set=" + shlex.join(common),
+            "--variant", f"{variant_name(family, NONE)}:--classifier.refiners=[]"]
     for t in temperatures:
         refiner = flow([{"name": "usage", "temperature": t, "consistency_weight": 0}])
         argv += ["--variant", f"{variant_name(family, t)}:" + shlex.quote(f"--classifier.refiners={refiner}")]
@@ -65,15 +71,14 @@ def seed_miou(leaderboard: Path) -> dict[str, float | None]:
     return {row["entry"]: row.get("seed_cam_miou") for row in json.loads(leaderboard.read_text())["rows"]}
 
 
-def write_report(families: list[str], temperatures: list[float], out: Path, baseline: Path | None, docs: Path) -> None:
-    reference = seed_miou(baseline / "leaderboard.json") if baseline else {}
+def write_report(families: list[str], temperatures: list[float], out: Path, docs: Path) -> None:
     lines = ["| family | rule T | " + " | ".join(f"T={t:g}" for t in temperatures) + " | no refiner |",
              "|---|---:|" + "---:|" * (len(temperatures) + 1)]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for family, colour in zip(families, ("tab:blue", "tab:orange"), strict=False):
         scores = seed_miou(out / family / "leaderboard.json")
         values = [scores.get(variant_name(family, t)) for t in temperatures]
-        ref = reference.get(family)
+        ref = scores.get(variant_name(family, NONE))
         cells = ["-" if v is None else (f"**{v:.2f}**" if t == RULE[family] else f"{v:.2f}")
                  for t, v in zip(temperatures, values, strict=True)]
         lines.append(f"| {family} | {RULE[family]:g} | " + " | ".join(cells) + f" | {'-' if ref is None else f'{ref:.2f}'} |")
@@ -99,15 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="comparison folders, one per family")
     parser.add_argument("--families", nargs="+", default=["cnn", "vit"], choices=sorted(PLAIN))
     parser.add_argument("--temperatures", nargs="+", type=float, default=[0.1, 1.0, 10.0])
-    parser.add_argument("--baseline", type=Path, help="finished comparison with the plain cnn / vit entries")
+    parser.add_argument("--fast", action="store_true", help="the budget of configs/demo/fast.yaml")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     parser.add_argument("--report-only", action="store_true", help="only redraw the plot and table")
     args = parser.parse_args(argv)
     status = 0
     if not args.report_only:
         for family in args.families:
-            status = run_family(family, args.temperatures, args.out) or status
-    write_report(args.families, args.temperatures, args.out, args.baseline, args.docs)
+            status = run_family(family, args.temperatures, args.out, args.fast) or status
+    write_report(args.families, args.temperatures, args.out, args.docs)
     return status
 
 
