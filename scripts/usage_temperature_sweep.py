@@ -9,7 +9,8 @@ For each family one ``wsss compare`` runs, on the plain demo config of that fami
 (``<family>_none``, the reference) and one per temperature with only the generation term on
 (``consistency_weight: 0``: the temperature acts on that term alone), through the stages train-cls,
 cams, pseudo (no CRF: the seed CAM mIoU does not depend on it). ``--fast`` uses the smaller budget
-of ``configs/demo/fast.yaml`` (240 images, 120 steps, CAM scales 1.0 and 0.5). Writes
+of ``configs/demo/fast.yaml`` (240 images, 120 steps, CAM scales 1.0 and 0.5; the images are
+generated under ``--out``, so a demo-sized set under ``data/`` is left alone). Writes
 ``usage_temperature_sweep.png`` and ``.md`` into ``--docs``; a rerun resumes the comparisons.
 """
 
@@ -56,7 +57,8 @@ def variant_name(family: str, temperature: float | str) -> str:
 def run_family(family: str, temperatures: list[float], out: Path, fast: bool) -> int:
     common = [t for t in overrides(PLAIN[family]) if not t.startswith("--pseudo.crf=")] + ["--pseudo.crf=false"]
     if fast:
-        common += overrides(FAST)
+        # a synthetic set of its own: one generated with other settings under the same root replaces it
+        common += overrides(FAST) + [f"--data.root={out / 'data'}"]
     argv = ["compare", "--out", str(out / family), "--stages", STAGES, "--set=" + shlex.join(common),
             "--variant", f"{variant_name(family, NONE)}:--classifier.refiners=[]"]
     for t in temperatures:
