@@ -143,8 +143,8 @@ class UsageRefiner(Refiner):
         return terms
 
     def _consistency(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # Lightning puts every submodule in train mode; the teacher's normalisation layers use the
-        # running statistics EMA copies from the student, never the batch's.
+        # ``train()`` on the module tree recurses into the teacher; its normalisation layers must use
+        # the running statistics EMA copies from the student, never the batch's.
         self.teacher.eval()
         with torch.no_grad():
             teacher_cam = self.teacher.cam(images)
