@@ -87,7 +87,9 @@ def test_teacher_does_not_change_the_student_gradients():
 
 
 def test_consistency_waits_for_its_start_and_weights_turn_terms_off():
-    model, refiner, batch = _setup("cnn", consistency_start=5)
+    model, refiner, batch = _setup("cnn", consistency_start=0.25)
+    refiner.configure_stages(20)
+    assert refiner.stages == []
     assert set(_terms(model, refiner, batch, step=4)) == {"usage_gen"}
     assert set(_terms(model, refiner, batch, step=5)) == {"usage_gen", "usage_cons"}
     model, refiner, batch = _setup("cnn", generation_weight=0)
@@ -122,7 +124,7 @@ def test_a_rebuilt_refiner_loads_the_trained_teacher():
 
 
 @pytest.mark.parametrize("kw", [dict(temperature=0), dict(cnn_temperature=-1), dict(momentum=1.5),
-                                dict(drop_threshold=0), dict(view_scale=0)])
+                                dict(drop_threshold=0), dict(view_scale=0), dict(consistency_start=5)])
 def test_bad_options_are_config_errors(kw):
     with pytest.raises(ConfigError):
         UsageRefiner(**kw)

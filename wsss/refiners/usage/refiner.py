@@ -57,8 +57,9 @@ class UsageRefiner(Refiner):
         generation_weight: weight of ``usage_gen`` (reconstruction: 1.0).
         consistency_weight: weight of ``usage_cons`` (spec proj-default 1.0); 0 turns the
             teacher/student branch off.
-        consistency_start: first step of ``usage_cons`` (reconstruction: 0), so that the teacher
-            can first learn something to be consistent with.
+        consistency_start: fraction of the run (``max_steps``) before ``usage_cons`` starts
+            (reconstruction: 0.0), so that the teacher can first learn something to be consistent
+            with; a fraction keeps one config right for any budget.
         momentum: EMA momentum of the teacher, ``theta_t <- m theta_t + (1 - m) theta_s``
             (reconstruction: 0.99).
         drop_threshold: a position is dropped from the student's view where the teacher's map of a
@@ -74,13 +75,13 @@ class UsageRefiner(Refiner):
 
     @classmethod
     def demo_entries(cls) -> dict[str, dict[str, Any]]:
-        """USAGE-style on the demo CNN (250 steps) and ViT (600 steps), the consistency term from
-        the first fifth of each run (``configs/demo/usage_cnn.yaml``, ``usage_vit.yaml``)."""
+        """USAGE-style on the demo CNN and ViT, the consistency term after the first fifth of each
+        run (``configs/demo/usage_cnn.yaml``, ``usage_vit.yaml``)."""
         return {
             "usage_cnn": {"family": "cnn", "overrides": {"classifier": {"refiners": [
-                {"name": "usage", "consistency_start": 50}]}}},
+                {"name": "usage", "consistency_start": 0.2}]}}},
             "usage_vit": {"family": "vit", "overrides": {"classifier": {"refiners": [
-                {"name": "usage", "consistency_start": 120}]}}},
+                {"name": "usage", "consistency_start": 0.2}]}}},
         }
 
     def __init__(
@@ -91,7 +92,7 @@ class UsageRefiner(Refiner):
         relative_temperature: bool = True,
         generation_weight: float = 1.0,
         consistency_weight: float = 1.0,
-        consistency_start: int = 0,
+        consistency_start: float = 0.0,
         momentum: float = 0.99,
         drop_threshold: float = 0.7,
         view_flip: bool = True,
@@ -106,6 +107,8 @@ class UsageRefiner(Refiner):
             raise ConfigError(f"usage: momentum must be in [0, 1]; got {momentum}")
         if not 0.0 < drop_threshold <= 1.0:
             raise ConfigError(f"usage: drop_threshold must be in (0, 1]; got {drop_threshold}")
+        if not 0.0 <= consistency_start <= 1.0:
+            raise ConfigError(f"usage: consistency_start is a fraction of the run, in [0, 1]; got {consistency_start}")
         if view_scale <= 0:
             raise ConfigError(f"usage: view_scale must be > 0; got {view_scale}")
         self.temperature_override = temperature
@@ -113,11 +116,16 @@ class UsageRefiner(Refiner):
         self.relative_temperature = relative_temperature
         self.generation_weight, self.consistency_weight = generation_weight, consistency_weight
         self.consistency_start = consistency_start
+        self.consistency_first_step = 0
         self.momentum = momentum
         self.drop_threshold = drop_threshold
         self.view_flip, self.view_scale = view_flip, view_scale
         self.temperature: float | None = None
         self.teacher: nn.Module | None = None
+
+    def configure_stages(self, max_steps: int) -> None:
+        """No stages; fixes the first step of the consistency term from the run length."""
+        self.consistency_first_step = int(round(self.consistency_start * max_steps))
 
     def attach(self, model: nn.Module) -> None:
         """Fix the temperature from the backbone family and, when the consistency term is on, copy
@@ -138,7 +146,7 @@ class UsageRefiner(Refiner):
             cam = model.head.cam(outputs["features"])
             terms["usage_gen"] = (self.generation_weight, generation_loss(cam, labels, self.temperature,
                                                                             self.relative_temperature))
-        if self.teacher is not None and step >= self.consistency_start:
+        if self.teacher is not None and step >= self.consistency_first_step:
             terms["usage_cons"] = (self.consistency_weight, self._consistency(model, images, labels))
         return terms
 
