@@ -11,8 +11,9 @@ only the generation term (``<family>_T<t>``, ``consistency_weight: 0``: T acts o
 ``--fast`` uses the smaller budget of ``configs/demo/fast.yaml`` (240 images, 120 steps) with its
 images generated under ``OUT`` (a set generated with other settings under the same root would
 replace the demo-sized one under ``data/``). Writes ``usage_temperature_sweep.png`` and ``.md`` (the
-seed-mIoU table) into ``--docs``; each family's full leaderboard is ``OUT/<family>/leaderboard.md``.
-A rerun resumes the comparisons.
+seed-mIoU table, then the leaderboards of the comparisons) into ``--docs``.
+Rows also come from comparisons run beside it into ``OUT/<family>_*/`` (e.g. more temperatures in
+parallel). A rerun resumes the comparisons.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def write_report(families: list[str], temperatures: list[float], out: Path, docs
     fig.tight_layout()
     fig.savefig(docs / "usage_temperature_sweep.png", dpi=120)
     plt.close(fig)
+    for board in sorted(p for family in families for p in out.glob(f"{family}*/leaderboard.md")):
+        lines += ["", f"`{board.parent.name}` comparison (`{board}`):", "", board.read_text().rstrip()]
     atomic_write_text(docs / "usage_temperature_sweep.md", "\n".join(lines) + "\n")
 
 
