@@ -40,6 +40,10 @@ def test_a_sampler_with_zero_offsets_equals_the_same_block_with_a_plain_convolut
     plain = clip_features(x + sampler.norm(F.conv2d(x, sampler.weight, padding=1)), x)
     torch.testing.assert_close(sampler(x), plain, rtol=0, atol=1e-6)
     assert not torch.allclose(plain, x)
+    active = DeformableSampler(8, branch_scale_init=1.0).eval().double()  # fresh, branch on from the start
+    reference = clip_features(x + active.norm(F.conv2d(x, active.weight, padding=1)), x)
+    torch.testing.assert_close(active(x), reference, rtol=0, atol=1e-6)
+    assert not torch.allclose(reference, x)
 
 
 def test_offsets_are_bounded_and_the_clip_keeps_the_input_range():

@@ -60,6 +60,9 @@ class ESOLRefiner(Refiner):
         area_weight: weight of the area loss in the shrinkage stage (0.5). Reconstruction.
         area_region: "expanded" (the area loss counts the activated fraction of the expanded
             foreground) or "all" (of the whole map). Reconstruction.
+        branch_scale_init: initial BatchNorm scale of each sampler's residual branch (0.0: each stage
+            starts exactly from the model before it; 1.0: the usual BatchNorm initialisation, the
+            branch active from the first step). Project default.
     """
 
     name = "esol"
@@ -84,6 +87,7 @@ class ESOLRefiner(Refiner):
         mask_threshold: float = 0.3,
         area_weight: float = 0.5,
         area_region: str = "expanded",
+        branch_scale_init: float = 0.0,
     ):
         super().__init__()
         if inverse_weight < 0:
@@ -105,6 +109,7 @@ class ESOLRefiner(Refiner):
         self.mask_threshold = mask_threshold
         self.area_weight = area_weight
         self.area_region = area_region
+        self.branch_scale_init = branch_scale_init
         self.stages = [("expansion", 0)]
         self.samplers: ExpansionShrinkage | None = None
         self._frozen: list[nn.Module] = []
@@ -120,7 +125,7 @@ class ESOLRefiner(Refiner):
                               "identity); list ESOL before the refiner that wraps it, or only one of them")
         channels = model.backbone.final_channels
         self.samplers = ExpansionShrinkage(channels, self.kernel_size, self.max_offset, self.feature_clip,
-                                           self.inverse_weight)
+                                           self.inverse_weight, self.branch_scale_init)
         model.feature_map = self.samplers
         head = model.head.classifier.weight
         self.register_buffer("expansion_head", torch.zeros_like(head))

@@ -69,9 +69,12 @@ class DeformableSampler(nn.Module):
         kernel_size: k of the deformable kernel and of the offset branch.
         max_offset: bound of every offset, in feature cells.
         feature_clip: clip the output to the input's per-channel range (:func:`clip_features`).
+        branch_scale_init: initial BatchNorm scale of the residual branch (0: the sampler starts as
+            the identity; 1: the usual BatchNorm initialisation).
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, max_offset: float = 3.0, feature_clip: bool = True):
+    def __init__(self, channels: int, kernel_size: int = 3, max_offset: float = 3.0, feature_clip: bool = True,
+                 branch_scale_init: float = 0.0):
         super().__init__()
         self.kernel_size, self.max_offset, self.feature_clip = kernel_size, max_offset, feature_clip
         self.offset = nn.Conv2d(channels, 2 * kernel_size * kernel_size, kernel_size, padding=kernel_size // 2)
@@ -80,7 +83,7 @@ class DeformableSampler(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.norm = nn.BatchNorm2d(channels)
-        nn.init.zeros_(self.norm.weight)
+        nn.init.constant_(self.norm.weight, branch_scale_init)
 
     def offsets(self, x: torch.Tensor) -> torch.Tensor:
         """Bounded offsets [B, 2*k*k, h, w] ((dy, dx) pairs, torchvision order) from ``x`` detached."""
@@ -105,10 +108,10 @@ class ExpansionShrinkage(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, max_offset: float = 3.0, feature_clip: bool = True,
-                 inverse_weight: float = 1.0):
+                 inverse_weight: float = 1.0, branch_scale_init: float = 0.0):
         super().__init__()
-        self.expansion = DeformableSampler(channels, kernel_size, max_offset, feature_clip)
-        self.shrinkage = DeformableSampler(channels, kernel_size, max_offset, feature_clip)
+        self.expansion = DeformableSampler(channels, kernel_size, max_offset, feature_clip, branch_scale_init)
+        self.shrinkage = DeformableSampler(channels, kernel_size, max_offset, feature_clip, branch_scale_init)
         self.inverse_weight = inverse_weight
         self.stage = "expansion"
 
