@@ -13,10 +13,12 @@ from typing import Any
 
 from wsss.errors import ConfigError
 from wsss.refiners.base import Refiner
+from wsss.refiners.esol import ESOLRefiner
 from wsss.refiners.toco import ToCoRefiner
 from wsss.refiners.usage import UsageRefiner
 
-REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner, "usage": UsageRefiner}
+REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner, "usage": UsageRefiner,
+                                     "esol": ESOLRefiner}
 
 
 def build_refiner(name: str, **kwargs: Any) -> Refiner:
@@ -45,4 +47,5 @@ def refiners_for(family: str) -> list[str]:
     return [name for name, cls in REFINERS.items() if name != "none" and family in cls.families]
 
 
-__all__ = ["REFINERS", "Refiner", "ToCoRefiner", "UsageRefiner", "build_refiner", "build_refiners", "refiners_for"]
+__all__ = ["ESOLRefiner", "REFINERS", "Refiner", "ToCoRefiner", "UsageRefiner", "build_refiner", "build_refiners",
+           "refiners_for"]
