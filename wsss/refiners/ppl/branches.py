@@ -12,6 +12,10 @@ the unsplit ``final``.
   by a copy of the prefix (class/register) tokens of block ``split``; the patches' prefix outputs
   are averaged. Position embeddings are not re-applied: they were added to every token before
   block 0, so each token keeps the position of its place in the whole image.
+
+BatchNorm layers above a split, in training mode, normalise the patch batch with its own
+statistics and also update their running statistics from it (the patches hold the same pixels as
+the unsplit map, plus the zero padding of the padding rule).
 """
 
 from __future__ import annotations
