@@ -13,9 +13,10 @@ from typing import Any
 
 from wsss.errors import ConfigError
 from wsss.refiners.base import Refiner
+from wsss.refiners.doei import DOEIRefiner
 from wsss.refiners.toco import ToCoRefiner
 
-REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner}
+REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner, "doei": DOEIRefiner}
 
 
 def build_refiner(name: str, **kwargs: Any) -> Refiner:
@@ -44,4 +45,4 @@ def refiners_for(family: str) -> list[str]:
     return [name for name, cls in REFINERS.items() if name != "none" and family in cls.families]
 
 
-__all__ = ["REFINERS", "Refiner", "ToCoRefiner", "build_refiner", "build_refiners", "refiners_for"]
+__all__ = ["DOEIRefiner", "REFINERS", "Refiner", "ToCoRefiner", "build_refiner", "build_refiners", "refiners_for"]
