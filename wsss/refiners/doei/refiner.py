@@ -37,6 +37,11 @@ from wsss.refiners.doei.block import DOEISettings, HostView, doei_block_output
 from wsss.refiners.doei.ops import depth_strengths, patch_rgb
 
 
+# the demo MCTformer-V2 host: the demo ViT's size with one class token per class, V2's head (3x3 conv,
+# average pooling) and no auxiliary head
+MCTFORMER_DEMO = {"backbone": "mctformer_custom", "pooling": "gap", "aux_layer": None}
+
+
 class DOEIRefiner(Refiner):
     """DOEI on the last ``num_blocks`` blocks of a ViT classifier.
 
@@ -62,13 +67,19 @@ class DOEIRefiner(Refiner):
 
     @classmethod
     def demo_entries(cls) -> dict[str, dict[str, Any]]:
-        """DOEI stacked on ToCo on the demo ViT (``configs/demo/doei_toco_vit.yaml``); the last 3 of
-        6 blocks wrapped, spec defaults otherwise."""
+        """On the demo budget: DOEI stacked on ToCo on the demo ViT (``configs/demo/doei_toco_vit.yaml``)
+        and on the MCTformer-V2 host of the same size (``configs/demo/doei_mctformer.yaml``; the host
+        alone is ``configs/demo/mctformer.yaml``). The last 3 of 6 blocks wrapped, spec defaults."""
         from wsss.refiners.toco import ToCoRefiner
 
         toco = ToCoRefiner.demo_entries()["toco_vit"]["overrides"]["classifier"]["refiners"]
-        return {"doei_toco_vit": {"family": "vit", "overrides": {"classifier": {"refiners": [
-            *toco, {"name": "doei", "num_blocks": 3}]}}}}
+        doei = {"name": "doei", "num_blocks": 3}
+        return {
+            "doei_toco_vit": {"family": "vit", "overrides": {"classifier": {"refiners": [*toco, doei]}}},
+            "doei_mctformer": {"family": "vit", "overrides": {
+                "classifier": {**MCTFORMER_DEMO, "refiners": [doei]},
+                "cams": {"method": "mctformer", "preset": "irn", "scales": [1.0, 0.5, 1.5]}}},
+        }
 
     def __init__(
         self,
