@@ -68,7 +68,7 @@ def registered(monkeypatch):
 def test_a_refiner_refuses_a_backbone_family_it_does_not_support():
     with pytest.raises(ConfigError, match="'toco' supports vit backbones; 'resnet10t' is a cnn backbone"):
         ClassifierModule("resnet10t", 3, refiners=build_refiners([{"name": "toco"}]))
-    assert refiners_for("vit") == ["toco"] and refiners_for("cnn") == []
+    assert "toco" in refiners_for("vit") and "toco" not in refiners_for("cnn")  # others register too
 
 
 def test_new_parameters_placed_inside_the_model_get_the_head_rate_once(registered):
