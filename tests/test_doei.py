@@ -310,3 +310,21 @@ def test_trains_on_mctformer_host():
                               lr=1e-3, max_steps=2, refiners=build_refiners(configs), refiner_configs=configs)
     trainer = _fit(module, size=48)
     assert torch.isfinite(trainer.callback_metrics["train/token_cls"])
+
+
+def test_checkpoint_rebuild_reattaches_doei(tmp_path):
+    from wsss.train.classification import load_classifier_checkpoint
+
+    configs = [dict(name="doei", **LOOSE)]
+    torch.manual_seed(0)
+    module = ClassifierModule(backbone="vit_custom", num_classes=C, pooling="gmp",
+                              backbone_kwargs=dict(depth=4, embed_dim=24, num_heads=2), optimizer="adamw",
+                              lr=1e-3, max_steps=2, refiners=build_refiners(configs), refiner_configs=configs)
+    trainer = _fit(module)
+    trainer.save_checkpoint(tmp_path / "cls.ckpt")
+    rebuilt = load_classifier_checkpoint(tmp_path / "cls.ckpt").eval()
+    x = _images()
+    want = module.model.eval().forward_outputs(x)["logits"]
+    assert torch.equal(rebuilt.forward_outputs(x)["logits"], want)
+    rebuilt.attached_refiners[0].detach()
+    assert not torch.equal(rebuilt.forward_outputs(x)["logits"], want)
