@@ -90,7 +90,9 @@ def doei_block_output(block: nn.Module, x: torch.Tensor, y: torch.Tensor, host: 
     class-wise strengths."""
     p, lam = host.num_prefix, settings.residual_scale
     class_wise = settings.class_wise and host.per_class_tokens and gamma > 0
-    attention, values = split_attention(block.attn, block.norm1(x))
+    # only the class-wise rows carry gradient through the attention; otherwise skip its graph
+    with torch.set_grad_enabled(class_wise and torch.is_grad_enabled()):
+        attention, values = split_attention(block.attn, block.norm1(x))
     with torch.no_grad():
         patches = y[:, p:].detach()
         cams, logits = class_maps_and_logits(host, patches, grid)

@@ -36,7 +36,6 @@ from wsss.refiners.base import Refiner
 from wsss.refiners.doei.block import DOEISettings, HostView, doei_block_output
 from wsss.refiners.doei.ops import depth_strengths, patch_rgb
 
-
 # the demo MCTformer-V2 host: the demo ViT's size with one class token per class, V2's head (3x3 conv,
 # average pooling) and no auxiliary head
 MCTFORMER_DEMO = {"backbone": "mctformer_custom", "pooling": "gap", "aux_layer": None}
@@ -136,7 +135,7 @@ class DOEIRefiner(Refiner):
         self.detach()
         self._hosts = [HostView(head=model.head, norm=net.norm, num_prefix=backbone.num_prefix_tokens,
                                 num_classes=model.head.classifier.out_channels)]
-        self._handles.append(backbone.register_forward_pre_hook(self._take_image))
+        self._handles.append(backbone.register_forward_pre_hook(self._take_image, with_kwargs=True))
         self._handles.append(backbone.register_forward_hook(self._report_attention))
         first = len(blocks) - self.num_blocks
         for k, block in enumerate(blocks[first:]):
@@ -155,8 +154,8 @@ class DOEIRefiner(Refiner):
             return False
         return self.in_training if module.training else self.in_inference
 
-    def _take_image(self, backbone: nn.Module, args: tuple) -> None:
-        image = args[0]
+    def _take_image(self, backbone: nn.Module, args: tuple, kwargs: dict) -> None:
+        image = args[0] if args else kwargs["x"]
         self._context = {"grid": (image.shape[-2] // backbone.patch_size, image.shape[-1] // backbone.patch_size),
                          "attentions": {}}
         if self.active(backbone):
