@@ -155,3 +155,11 @@ def test_training_uses_both_soft_margin_losses():
     out = module.model.forward_outputs(batch["image"])
     terms = module._classification_loss(out, batch["label"])
     assert set(terms) == {"cls", "token_cls"}
+
+
+def test_plain_cam_refuses_the_3x3_head_and_gradcam_works():
+    model = _model()
+    x, t = torch.randn(1, 3, SIZE, SIZE), torch.tensor([[1]])
+    with pytest.raises(ValueError, match="1x1"):
+        compute_cams(model, x, t, "feature_map", method="cam")
+    assert torch.isfinite(compute_cams(model, x, t, "feature_map", method="gradcam")).all()

@@ -77,7 +77,8 @@ class DOEIRefiner(Refiner):
             "doei_toco_vit": {"family": "vit", "overrides": {"classifier": {"refiners": [*toco, doei]}}},
             "doei_mctformer": {"family": "vit", "overrides": {
                 "classifier": {**MCTFORMER_DEMO, "refiners": [doei]},
-                "cams": {"method": "mctformer", "preset": "irn", "scales": [1.0, 0.5, 1.5]}}},
+                "cams": {"method": "mctformer", "preset": "irn", "scales": [1.0, 0.5, 1.5],
+                         "overlay_methods": ["mctformer", "mctformer_attn", "mctformer_patchcam", "gradcam"]}}},
         }
 
     def __init__(
