@@ -56,7 +56,7 @@ def test_every_method_is_batched_over_slots_consistently():
     x = torch.randn(3, 3, 16, 16)
     targets = torch.tensor([[0, 2], [1, 3], [3, -1]])
     for name in CAM_METHODS:
-        if name == "attn_cam":
+        if name == "attn_cam" or name.startswith("mctformer"):  # need a ViT with attention
             continue
         joint = compute_cams(model, x, targets, "features", method=name, normalize=None)
         for k in range(2):

@@ -20,6 +20,7 @@ from wsss.cams.gradcampp import GRADCAMPP
 from wsss.cams.hirescam import HIRESCAM
 from wsss.cams.layer_select import layer_select_cams
 from wsss.cams.layercam import LAYERCAM
+from wsss.cams.mctformer import MCTFORMER, MCTFORMER_ATTN, MCTFORMER_PATCHCAM
 from wsss.cams.multiscale import multiscale_cams
 from wsss.cams.smoothgradcampp import SMOOTHGRADCAMPP
 from wsss.cams.tam import rank_gaussian_filter
@@ -27,6 +28,7 @@ from wsss.cams.xgradcam import XGRADCAM
 
 CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in (
     CAM, GRADCAM, GRADCAMPP, SMOOTHGRADCAMPP, XGRADCAM, LAYERCAM, HIRESCAM, EIGENCAM, CFCAM, TOKEN_CAM, ATTN_CAM,
+    MCTFORMER, MCTFORMER_ATTN, MCTFORMER_PATCHCAM,
 )}
 
 

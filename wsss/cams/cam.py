@@ -20,6 +20,9 @@ def classifier_weight(model) -> torch.Tensor:
     weight = getattr(head, "weight", None)
     if weight is None:
         raise ValueError("method 'cam' needs model.get_classifier() returning a Linear or 1x1 Conv2d head")
+    if weight.dim() == 4 and tuple(weight.shape[-2:]) != (1, 1):
+        raise ValueError(f"method 'cam' needs a Linear or 1x1 Conv2d head; this one is "
+                         f"{tuple(weight.shape[-2:])} (MCTformer: use the mctformer methods or gradcam)")
     return weight.reshape(weight.shape[0], -1)
 
 

@@ -1,6 +1,8 @@
 """Backbones (CNN and ViT behind one interface), classifier and segmentation models.
 
-``BACKBONES`` maps a config name to a factory ``(pretrained=False, **kwargs) -> Backbone``.
+``BACKBONES`` maps a config name to a factory ``(pretrained=False, **kwargs) -> Backbone``. The names
+in ``CLASS_TOKEN_BACKBONES`` have one class token per class: :func:`build_backbone` passes them
+``num_class_tokens`` from the classifier's number of classes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from functools import partial
 from wsss.errors import ConfigError
 from wsss.models.backbone_base import Backbone, BackboneOutput
 from wsss.models.cnn import TimmCNN
+from wsss.models.mctformer import MCTformerViT
 from wsss.models.vit import TimmViT
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
@@ -21,13 +24,23 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
                                         "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")},
     # a ViT of any size for small runs and tests: depth, embed_dim, num_heads as keyword arguments
     "vit_custom": partial(TimmViT, "vit_custom", "vit_tiny_patch16_224"),
+    # MCTformer-V2 hosts: DeiT-S as the official model, and any size for small runs and tests
+    "mctformer_deit_small_patch16_224": partial(MCTformerViT, "mctformer_deit_small_patch16_224",
+                                                "deit_small_patch16_224"),
+    "mctformer_custom": partial(MCTformerViT, "mctformer_custom", "deit_small_patch16_224"),
 }
+CLASS_TOKEN_BACKBONES = frozenset({"mctformer_deit_small_patch16_224", "mctformer_custom"})
 
 
-def build_backbone(name: str, pretrained: bool | str = False, **kwargs) -> Backbone:
+def build_backbone(name: str, pretrained: bool | str = False, num_classes: int | None = None, **kwargs) -> Backbone:
+    """The backbone ``name``; ``num_classes`` sizes the class tokens of ``CLASS_TOKEN_BACKBONES``."""
     if name not in BACKBONES:
         raise ConfigError(f"backbone: unknown name {name!r}; choose one of {sorted(BACKBONES)}")
+    if name in CLASS_TOKEN_BACKBONES:
+        if num_classes is None:
+            raise ConfigError(f"backbone {name!r} has one class token per class; it needs the number of classes")
+        kwargs["num_class_tokens"] = num_classes
     return BACKBONES[name](pretrained=pretrained, **kwargs)
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneOutput", "build_backbone"]
+__all__ = ["BACKBONES", "CLASS_TOKEN_BACKBONES", "Backbone", "BackboneOutput", "build_backbone"]

@@ -20,6 +20,9 @@ class Classifier(BackboneNetwork):
     ``forward`` returns logits only, so CAM libraries see a plain classifier; ``feature_map`` (an
     identity the final map flows through) is the default CAM target layer and ``get_classifier()``
     gives the 1x1 conv (timm's API). The auxiliary head reads ``backbone.features[aux_layer]``.
+    A backbone may set ``classifier_head`` (conv kwargs of the head, e.g. MCTformer-V2's 3x3 with
+    bias) and report ``extras["class_token_logits"]`` (one class token per class), returned by
+    ``forward_outputs`` as ``token_logits`` for a loss of its own.
     """
 
     checkpoint_kind = "classifier"
@@ -30,8 +33,10 @@ class Classifier(BackboneNetwork):
         super().__init__()
         self.config = dict(backbone=backbone, num_classes=num_classes, pooling=pooling, temperature=temperature,
                            aux_layer=aux_layer, backbone_kwargs=dict(backbone_kwargs or {}))
-        self.backbone = build_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
-        self.head = ClassifierHead(self.backbone.final_channels, num_classes, pooling, temperature)
+        self.backbone = build_backbone(backbone, pretrained=pretrained, num_classes=num_classes,
+                                       **(backbone_kwargs or {}))
+        self.head = ClassifierHead(self.backbone.final_channels, num_classes, pooling, temperature,
+                                   **getattr(self.backbone, "classifier_head", {}))
         self.feature_map = nn.Identity()
         self.aux_layer = aux_layer
         self.aux_head = None
@@ -51,7 +56,7 @@ class Classifier(BackboneNetwork):
         out = self.backbone(x, return_attn=return_attn)
         features = self.feature_map(out.final)
         result = {"logits": self.head(features), "features": features, "backbone": out,
-                  "aux_logits": None, "aux_features": None}
+                  "aux_logits": None, "aux_features": None, "token_logits": out.extras.get("class_token_logits")}
         if self.aux_head is not None:
             aux = self.aux_feature_map(out.features[self.aux_layer])
             result["aux_features"] = aux

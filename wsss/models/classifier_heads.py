@@ -32,15 +32,18 @@ class ClassifierHead(nn.Module):
     """Pooling, then a bias-free 1x1 conv to ``num_classes`` logits (CAM = the same conv per position).
 
     Pooling commutes with the 1x1 conv for ``gap`` (and is monotone for ``gmp``), so the CAM of this
-    head is exact for average pooling.
+    head is exact for average pooling. A wider kernel (MCTformer-V2: 3x3 with bias) convolves the
+    map first and pools the class maps.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, pooling: str = "gap", temperature: float = 1.0):
+    def __init__(self, in_channels: int, num_classes: int, pooling: str = "gap", temperature: float = 1.0,
+                 kernel_size: int = 1, bias: bool = False):
         super().__init__()
         if pooling not in ("gap", "gmp", "softmax"):
             raise ConfigError(f"classifier.pooling must be gap, gmp or softmax; got {pooling!r}")
         self.pooling, self.temperature = pooling, temperature
-        self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=False)
+        self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=kernel_size, padding=kernel_size // 2,
+                                    bias=bias)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "gap":
@@ -51,6 +54,8 @@ class ClassifierHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, D, h, w] -> logits [B, num_classes]."""
+        if self.classifier.kernel_size != (1, 1):
+            return self.pool(self.classifier(x)).flatten(1)
         return self.classifier(self.pool(x)).flatten(1)
 
     def cam(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,14 @@ from typing import Any
 
 from wsss.errors import ConfigError
 from wsss.refiners.base import Refiner
+from wsss.refiners.doei import DOEIRefiner
 from wsss.refiners.esol import ESOLRefiner
 from wsss.refiners.ppl import PPLRefiner
 from wsss.refiners.toco import ToCoRefiner
 from wsss.refiners.usage import UsageRefiner
 
 REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner, "usage": UsageRefiner,
-                                     "esol": ESOLRefiner, "ppl": PPLRefiner}
+                                     "esol": ESOLRefiner, "ppl": PPLRefiner, "doei": DOEIRefiner}
 
 
 def build_refiner(name: str, **kwargs: Any) -> Refiner:
@@ -48,5 +49,6 @@ def refiners_for(family: str) -> list[str]:
     return [name for name, cls in REFINERS.items() if name != "none" and family in cls.families]
 
 
-__all__ = ["ESOLRefiner", "PPLRefiner", "REFINERS", "Refiner", "ToCoRefiner", "UsageRefiner", "build_refiner",
+__all__ = ["DOEIRefiner", "ESOLRefiner", "PPLRefiner", "REFINERS", "Refiner", "ToCoRefiner", "UsageRefiner",
+           "build_refiner",
            "build_refiners", "refiners_for"]

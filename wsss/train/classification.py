@@ -48,8 +48,9 @@ def unique_parameters(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
 class ClassifierModule(pl.LightningModule):
     """Trains a :class:`~wsss.models.classifier.Classifier` on image-level labels.
 
-    Loss: multi-label soft margin on the logits (+ ``aux_weight`` x the auxiliary head's) + every
-    refiner's weighted terms. The new layers (heads and refiner modules) learn at
+    Loss: multi-label soft margin on the logits (+ ``aux_weight`` x the auxiliary head's, + the
+    class-token logits' of a backbone with one class token per class, MCTformer) + every refiner's
+    weighted terms. The new layers (heads and refiner modules) learn at
     ``lr * head_lr_mult``; warm-up then poly decay per iteration (restarted at each stage when the
     staged refiner asks for it). Validation logs mAP and macro F1. Refiners are objects (not
     hyper-parameters); ``refiner_configs`` records how they were built, so that
@@ -98,6 +99,8 @@ class ClassifierModule(pl.LightningModule):
         terms = {"cls": F.multilabel_soft_margin_loss(outputs["logits"], labels)}
         if outputs["aux_logits"] is not None:
             terms["aux_cls"] = F.multilabel_soft_margin_loss(outputs["aux_logits"], labels)
+        if outputs.get("token_logits") is not None:
+            terms["token_cls"] = F.multilabel_soft_margin_loss(outputs["token_logits"], labels)
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -108,7 +111,7 @@ class ClassifierModule(pl.LightningModule):
         outputs = self.model.forward_outputs(batch["image"])
         outputs["model"] = self.model
         terms = self._classification_loss(outputs, batch["label"])
-        total = terms["cls"] + self.hparams.aux_weight * terms.get("aux_cls", 0.0)
+        total = terms["cls"] + self.hparams.aux_weight * terms.get("aux_cls", 0.0) + terms.get("token_cls", 0.0)
         for refiner in self.refiners:
             for name, (weight, value) in refiner.losses(batch, outputs, step).items():
                 if weight != 0:
