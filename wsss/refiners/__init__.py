@@ -50,5 +50,4 @@ def refiners_for(family: str) -> list[str]:
 
 
 __all__ = ["DOEIRefiner", "ESOLRefiner", "PPLRefiner", "REFINERS", "Refiner", "ToCoRefiner", "UsageRefiner",
-           "build_refiner",
-           "build_refiners", "refiners_for"]
+           "build_refiner", "build_refiners", "refiners_for"]
