@@ -19,7 +19,6 @@ parallel). A rerun resumes the comparisons.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -31,7 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from wsss.cli import main as wsss_main  # noqa: E402
+from wsss.compare.leaderboard import best_entries, build_rows, markdown  # noqa: E402
 from wsss.io import atomic_write_text  # noqa: E402
+from wsss.stages.records import read_stages  # noqa: E402
 
 STAGES = "train-cls,cams,pseudo"
 RULE = {"cnn": 1.0, "vit": 0.1}
@@ -62,22 +63,28 @@ def run_family(family: str, temperatures: list[float], out: Path, fast: bool) ->
     return wsss_main(argv)
 
 
-def seed_miou(leaderboard: Path) -> dict[str, float | None]:
-    if not leaderboard.is_file():
-        return {}
-    return {row["entry"]: row.get("seed_cam_miou") for row in json.loads(leaderboard.read_text())["rows"]}
+def family_rows(out: Path, family: str) -> list[dict]:
+    """Leaderboard rows of every entry of ``family`` under ``OUT/<family>*/`` (comparisons run beside
+    each other count too); an entry run in several comparisons counts where it finished."""
+    entries: dict[str, dict] = {}
+    for stages in sorted(out.glob(f"{family}*/*/stages.json")):
+        records = read_stages(stages.parent)
+        if stages.parent.name not in entries or "pseudo" in records:
+            entries[stages.parent.name] = {"name": stages.parent.name, "records": records, "masks": "pseudo_crf",
+                                           "status": "done" if "pseudo" in records else "not finished"}
+    return build_rows(list(entries.values()))
 
 
 def write_report(families: list[str], temperatures: list[float], out: Path, docs: Path) -> None:
     lines = ["| family | rule T | " + " | ".join(f"T={t:g}" for t in temperatures)
              + " | no refiner | usage (rule T + consistency) |",
              "|---|---:|" + "---:|" * (len(temperatures) + 2)]
+    boards = []
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for family, colour in zip(families, ("tab:blue", "tab:orange"), strict=False):
-        # entries of a family may also come from comparisons run beside it (OUT/<family>_*/)
-        scores = {}
-        for board in sorted(out.glob(f"{family}*/leaderboard.json")):
-            scores.update({k: v for k, v in seed_miou(board).items() if v is not None})
+        rows = family_rows(out, family)
+        boards.append((family, markdown(rows, best_entries(rows))))
+        scores = {row["entry"]: row["seed_cam_miou"] for row in rows}
         values = [scores.get(variant_name(family, t)) for t in temperatures]
         ref = scores.get(family)
         cells = ["-" if v is None else (f"**{v:.2f}**" if t == RULE[family] else f"{v:.2f}")
@@ -102,8 +109,9 @@ def write_report(families: list[str], temperatures: list[float], out: Path, docs
     fig.tight_layout()
     fig.savefig(docs / "usage_temperature_sweep.png", dpi=120)
     plt.close(fig)
-    for board in sorted(p for family in families for p in out.glob(f"{family}*/leaderboard.md")):
-        lines += ["", f"`{board.parent.name}` comparison (`{board}`):", "", board.read_text().rstrip()]
+    for family, board in boards:
+        lines += ["", f"All {family} entries (`wsss compare` leaderboard columns, from their stage records):", "",
+                  board.rstrip()]
     atomic_write_text(docs / "usage_temperature_sweep.md", "\n".join(lines) + "\n")
 
 
