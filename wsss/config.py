@@ -175,6 +175,51 @@ class CamConfig:
 
 
 @dataclass
+class ClipConfig:
+    """Frozen CLIP towers of the training-free CAM methods ``excel`` and ``clip_es``
+    (:mod:`wsss.refiners.excel`); read only when ``cams.method`` is one of them.
+
+    Args:
+        model: open_clip model name (OpenAI weights use QuickGELU: ``ViT-B-16-quickgelu``).
+        weights: local weight file of ``model`` (e.g. ``open_clip_pytorch_model.bin`` of
+            ``timm/vit_base_patch16_clip_224.openai``); nothing is downloaded.
+        model_cfg: an open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) for a randomly
+            initialised model instead of ``weights`` (tests and the demo: its CAMs mean nothing).
+        text_file: class names, synonyms, descriptions and background words (None =
+            ``data/text/<data.name>.json``; a missing file falls back to the bare class names).
+        text_cache: cache of the encoded texts and the attribute bank (None = ``OUT/clip_text.pt``).
+        n_clusters: K-means clusters of the attribute bank (ExCEL: 112 VOC, 224 COCO; 0 = no enrichment).
+        keep: share of the attributes kept per class (ExCEL 0.9).
+        svc_layers: calibrated last blocks of ExCEL's Static Visual Calibration (ExCEL 5).
+        class_prior: weight the patch-text scores by the CLS-text softmax (ExCEL's class-token prior).
+        feature_norm: ``token`` (ExCEL's code: L2 along the token axis) or ``channel`` before the CAM.
+        head_sum_in_calibrated: ExCEL quirk: attention of calibrated blocks is head-summed, of the
+            others head-averaged (False: averaged everywhere).
+        affinity_layers: last blocks whose attention forms the affinity (ExCEL 6, CLIP-ES 8).
+        box_threshold: box-mask threshold ``caa_thre`` of the affinity refinement (ExCEL 0.79 VOC,
+            0.88 COCO; CLIP-ES 0.4).
+        affinity: apply the attention-affinity refinement.
+        par_iter: PAR iterations on the refined CAMs (ExCEL 20; 0 = off).
+    """
+
+    model: str = "ViT-B-16-quickgelu"
+    weights: str | None = None
+    model_cfg: dict[str, Any] = field(default_factory=dict)
+    text_file: str | None = None
+    text_cache: str | None = None
+    n_clusters: int = 112
+    keep: float = 0.9
+    svc_layers: int = 5
+    class_prior: bool = True
+    feature_norm: str = "token"
+    head_sum_in_calibrated: bool = True
+    affinity_layers: int = 6
+    box_threshold: float = 0.79
+    affinity: bool = True
+    par_iter: int = 20
+
+
+@dataclass
 class PseudoConfig:
     """Pseudo masks from CAMs (stage ``pseudo``).
 
@@ -312,6 +357,7 @@ class RunConfig:
         trainer: Lightning trainer section.
         classifier: classifier section.
         cams: CAM export section.
+        clip: CLIP towers of the training-free CAM methods ``excel`` and ``clip_es``.
         pseudo: pseudo-mask section.
         affinity: IRN-style affinity section (off by default).
         segmenter: segmenter section.
@@ -325,6 +371,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

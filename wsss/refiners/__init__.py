@@ -11,11 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wsss.cams import register_cam_method
 from wsss.errors import ConfigError
 from wsss.refiners.base import Refiner
+from wsss.refiners.excel import CLIP_CAM_METHODS
 from wsss.refiners.toco import ToCoRefiner
 
 REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner}
+
+# ExCEL and CLIP-ES are training-free CAM methods with their own CLIP model, not classifier refiners.
+for _method in CLIP_CAM_METHODS:
+    register_cam_method(_method)
 
 
 def build_refiner(name: str, **kwargs: Any) -> Refiner:

@@ -1,0 +1,45 @@
+"""ExCEL and CLIP-ES as training-free CAM methods: ``wsss cams`` with a random tiny open_clip model,
+then ``wsss pseudo``, on the built-in data (the masks' quality means nothing without CLIP weights;
+the path is what is tested), plus the missing-weights error and the stage fingerprint."""
+
+import json
+import os
+
+import pytest
+
+from wsss.cli import main
+from wsss.errors import ConfigError
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+TINY_CLIP = ("{embed_dim: 32, vision_cfg: {image_size: 32, layers: 6, width: 64, head_width: 16, patch_size: 8}, "
+             "text_cfg: {context_length: 77, vocab_size: 49408, width: 32, heads: 4, layers: 2}}")
+COMMON = ["--data.kwargs", "{n_train: 6, n_val: 2, image_size: 64}", "--clip.model_cfg", TINY_CLIP,
+          "--clip.n_clusters", "8", "--clip.par_iter", "3", "--cams.scales", "[1.0]", "--pseudo.workers", "1",
+          "--pseudo.crf", "false", "--pseudo.bg_threshold", "0.5", "--trainer.accelerator", "cpu",
+          "--trainer.devices", "1", "--progress", "false", "--data.num_workers", "0"]
+
+
+@pytest.mark.parametrize("method", ["excel", "clip_es"])
+def test_cams_then_pseudo_without_training(tmp_path, method):
+    argv = ["--out", str(tmp_path / "out"), "--data.root", str(tmp_path / "synthetic"), "--cams.method", method,
+            *COMMON]
+    assert main(["cams", *argv]) == 0
+    cams = sorted((tmp_path / "out" / "cams").glob("*.npz"))
+    assert len(cams) == 6
+    assert not (tmp_path / "out" / "classifier").exists()
+    assert main(["pseudo", *argv]) == 0
+    masks = list((tmp_path / "out" / "pseudo").glob("*.png"))
+    assert len(masks) == 6
+    records = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert records["cams"]["made_from"]["inputs"]["model"].startswith("clip:")
+    assert main(["cams", *argv]) == 0, "a rerun with the same settings reuses the finished stage"
+
+
+def test_missing_weight_file_is_named(tmp_path):
+    from wsss.refiners.excel.clip_model import build_open_clip
+
+    with pytest.raises(ConfigError, match="nowhere/ViT-B-16.bin"):
+        build_open_clip("ViT-B-16-quickgelu", str(tmp_path / "nowhere" / "ViT-B-16.bin"))
+    with pytest.raises(ConfigError, match="clip.weights is not set"):
+        build_open_clip("ViT-B-16-quickgelu", None)
