@@ -165,13 +165,21 @@ def clip_es_image(model: ClipCamModel, x: torch.Tensor, slots: torch.Tensor) -> 
     return maps.reshape(-1, h, w), [*out.attentions, attn.detach()]
 
 
+def scale_free_minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max of [..., h, w] without an additive eps (Grad-CAM's scale is arbitrary: a small
+    eps would flatten weak but valid maps); a constant map becomes 0."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+
+
 def raw_clip_es(model, images, targets, layer=None, **_):
     """CLIP-ES CAMs [B, S, h, w] (or [B, S, H, W] with PAR) of ``targets`` [B, S]."""
     if not isinstance(model, ClipCamModel):
         raise ValueError("the clip_es CAM method needs its CLIP model (wsss cams builds it from the clip section)")
     x = model.patch_input(images)
     results = [clip_es_image(model, x[b:b + 1], targets[b]) for b in range(images.shape[0])]
-    maps = minmax(torch.stack([r[0] for r in results]), WSSS_EPS)
+    maps = scale_free_minmax(torch.stack([r[0] for r in results]))
     attentions = [torch.cat([r[1][i] for r in results]) for i in range(len(results[0][1]))]
     with torch.no_grad():
         return refine_maps(model, maps, attentions, images)

@@ -107,7 +107,7 @@ def enrich_text(class_text: torch.Tensor, bank: torch.Tensor, background: torch.
     """Attribute hunting (spec C.2 step 5): ``s = t A``; the ``int((1 - keep) * N_a)`` lowest logits per
     class get weight 0; ``w = softmax(s)``; ``T = normalize(w A^T + t)``; background rows appended.
 
-    class_text: [K, E] (unit rows); bank: [E, N_a]; background: [N_b, E] (unit rows) ->
+    class_text: [K, E] (unit rows); bank: [E, N_a]; background: [N_b, E] (unit rows, appended as they are) ->
     (texts [K + N_b, E] unit rows, weights [K, N_a] rows summing to 1)."""
     scores = class_text @ bank
     drop = int((1 - keep) * bank.shape[1])
@@ -116,7 +116,7 @@ def enrich_text(class_text: torch.Tensor, bank: torch.Tensor, background: torch.
         scores = scores.scatter(-1, lowest, float("-inf"))
     weights = scores.softmax(dim=-1)
     enriched = F.normalize(weights @ bank.t() + class_text, dim=-1)
-    return torch.cat([enriched, F.normalize(background, dim=-1)]), weights
+    return torch.cat([enriched, background]), weights
 
 
 def cache_header(texts: ClassTexts, model: str, n_clusters: int, seed: int) -> dict[str, object]:
