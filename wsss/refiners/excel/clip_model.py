@@ -76,12 +76,13 @@ class DenseOutput:
     ``tokens``: [B, 1+hw, E] projected tokens (CLS of the original path; patches of the calibrated path
     when SVC is on, else of the original path). ``attentions``: per block [B, 1+hw, 1+hw] original-path
     attention. ``last_input``: [B, 1+hw, W] input of the last block (CLIP-ES runs it with gradients).
-    ``grid``: (h, w)."""
+    ``grid``: (h, w). ``layers``: per block its original-path output [B, 1+hw, W] (LVC's adapter input)."""
 
     tokens: torch.Tensor
     attentions: list[torch.Tensor]
     last_input: torch.Tensor
     grid: tuple[int, int]
+    layers: list[torch.Tensor]
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -112,11 +113,20 @@ def attention_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     return x, attn
 
 
-def calibrated_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def add_patch_shift(attn: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``attn`` [B, 1+hw, 1+hw] with ``shift`` [B, hw, hw] added to its patch-patch block."""
+    patches = attn[:, 1:, 1:] + shift
+    return torch.cat([attn[:, :1], torch.cat([attn[:, 1:, :1], patches], dim=2)], dim=1)
+
+
+def calibrated_block(block: nn.Module, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
     """The calibrated attention output [B, N, W] of ``block`` on the original stream ``x`` [B, N, W]
-    (spec C.3: q-q, k-k and v-v attention averaged, summed over heads, applied to every head's v)."""
+    (spec C.3: q-q, k-k and v-v attention averaged, summed over heads, applied to every head's v;
+    LVC's dynamic ``shift`` [B, hw, hw] is added to the patch-patch block first, spec C.6)."""
     q, k, v = block_qkv(block, block.ln_1(x))
     attn = calibrated_attention(q, k, v).sum(dim=1)
+    if shift is not None:
+        attn = add_patch_shift(attn, shift)
     return block.ls_1(block.attn.out_proj(merge_heads(attn[:, None] @ v)))
 
 
@@ -148,18 +158,19 @@ def project(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def dense_forward(visual: nn.Module, images: torch.Tensor, svc_layers: int = 0, run_last: bool = True,
-                  head_sum_in_calibrated: bool = True) -> DenseOutput:
+                  head_sum_in_calibrated: bool = True, shift: torch.Tensor | None = None) -> DenseOutput:
     """The image tower on ``images`` [B, 3, H, W] with the last ``svc_layers`` blocks calibrated.
 
     ``run_last=False`` stops before the last block (``tokens`` then holds the unprojected input of
-    that block, as CLIP-ES needs). ``head_sum_in_calibrated`` keeps ExCEL's quirk: attention maps of
+    that block, as CLIP-ES needs). ``shift`` [B, hw, hw] is LVC's dynamic shift of every calibrated
+    block's attention. ``head_sum_in_calibrated`` keeps ExCEL's quirk: attention maps of
     calibrated blocks are head-summed, of the others head-averaged (False: averaged everywhere).
     """
     blocks = list(visual.transformer.resblocks)
     x, grid = embed_patches(visual, images)
     first_cal = len(blocks) - svc_layers
     x_cal = None
-    attentions = []
+    attentions, layers = [], []
     last_input = x
     for i, block in enumerate(blocks):
         if i == len(blocks) - 1:
@@ -167,11 +178,12 @@ def dense_forward(visual: nn.Module, images: torch.Tensor, svc_layers: int = 0, 
             if not run_last:
                 break
         if i >= first_cal:
-            x_cal = (x if x_cal is None else x_cal) + calibrated_block(block, x)
+            x_cal = (x if x_cal is None else x_cal) + calibrated_block(block, x, shift)
         x, attn = attention_block(block, x)
+        layers.append(x)
         calibrated = i >= first_cal and head_sum_in_calibrated
         attentions.append(attn.sum(dim=1) if calibrated else attn.mean(dim=1))
     if not run_last:
-        return DenseOutput(last_input, attentions, last_input, grid)
+        return DenseOutput(last_input, attentions, last_input, grid, layers)
     final = x if x_cal is None else torch.cat([x[:, :1], x_cal[:, 1:]], dim=1)
-    return DenseOutput(project(visual, final), attentions, last_input, grid)
+    return DenseOutput(project(visual, final), attentions, last_input, grid, layers)
