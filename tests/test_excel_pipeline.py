@@ -43,3 +43,16 @@ def test_missing_weight_file_is_named(tmp_path):
         build_open_clip("ViT-B-16-quickgelu", str(tmp_path / "nowhere" / "ViT-B-16.bin"))
     with pytest.raises(ConfigError, match="clip.weights is not set"):
         build_open_clip("ViT-B-16-quickgelu", None)
+
+
+def test_train_lvc_stage_trains_and_skips_when_done(tmp_path):
+    argv = ["train-lvc", "--out", str(tmp_path / "out"), "--data.root", str(tmp_path / "synthetic"), *COMMON,
+            "--lvc.max_steps", "2", "--lvc.shift_start", "1", "--lvc.warmup_steps", "1", "--lvc.batch_size", "2",
+            "--lvc.crop_size", "32", "--lvc.dim", "32", "--lvc.decoder_depth", "1", "--lvc.decoder_heads", "4",
+            "--trainer.loggers", "[csv]"]
+    assert main(argv) == 0
+    import torch
+
+    ckpt = torch.load(tmp_path / "out" / "lvc" / "lvc.ckpt", weights_only=False)
+    assert ckpt["state_dict"] and not any(k.startswith("clip_model.") for k in ckpt["state_dict"])
+    assert main(argv) == 0

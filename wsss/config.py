@@ -220,6 +220,59 @@ class ClipConfig:
 
 
 @dataclass
+class LvcConfig:
+    """ExCEL's Learnable Visual Calibration (stage ``train-lvc``): an adapter and segmentation decoder
+    trained on the frozen CLIP's online pseudo labels (CLIP from the ``clip`` section). Defaults are
+    ExCEL's VOC settings except the length, batch and crop, which are demo-sized (VOC: 30000 steps,
+    batch 4, crop 320, shift from 14000, self labels from 24000).
+
+    Args:
+        shift_start: first step of the dynamic shift and the dynamic CAMs.
+        self_label_start: first step the affinity target is the decoder's argmax (None = never, COCO).
+        aff_weight: weight of the affinity loss.
+        radius: pair radius of the affinity loss on the token grid.
+        dim: adapter and decoder width.
+        decoder_depth: decoder transformer layers.
+        decoder_heads: decoder attention heads.
+        dropout: adapter Dropout2d.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        warmup_ratio: learning-rate factor at the start of the warm-up.
+        max_steps: training iterations.
+        power: poly decay power.
+        batch_size: images per step (per device).
+        crop_size: square training crop.
+        scale_range: random rescale range before cropping.
+    """
+
+    shift_start: int = 140
+    self_label_start: int | None = 240
+    aff_weight: float = 0.1
+    radius: int = 8
+    dim: int = 256
+    decoder_depth: int = 3
+    decoder_heads: int = 8
+    dropout: float = 0.1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    warmup_ratio: float = 0.01
+    max_steps: int = 300
+    power: float = 1.0
+    batch_size: int = 4
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.5, 2.0)
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`wsss.refiners.excel.lvc_module.LvcModule`."""
+        import dataclasses
+
+        skip = {"batch_size", "crop_size", "scale_range"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclass
 class PseudoConfig:
     """Pseudo masks from CAMs (stage ``pseudo``).
 
@@ -358,6 +411,7 @@ class RunConfig:
         classifier: classifier section.
         cams: CAM export section.
         clip: CLIP towers of the training-free CAM methods ``excel`` and ``clip_es``.
+        lvc: ExCEL's Learnable Visual Calibration (stage ``train-lvc``).
         pseudo: pseudo-mask section.
         affinity: IRN-style affinity section (off by default).
         segmenter: segmenter section.
@@ -372,6 +426,7 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    lvc: LvcConfig = field(default_factory=LvcConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

@@ -74,6 +74,8 @@ class LvcModule(pl.LightningModule):
                  warmup_steps: int = 50, warmup_ratio: float = 0.01, max_steps: int = 30000, power: float = 1.0):
         super().__init__()
         self.save_hyperparameters(ignore=["clip_model"])
+        # Checkpoints hold only the trained parts; the frozen CLIP is rebuilt from its weight file.
+        self.strict_loading = False
         self.clip_model = clip_model
         visual = clip_model.visual
         self.adapter = LvcAdapter(visual.conv1.out_channels, len(visual.transformer.resblocks), dim, dropout)
@@ -83,6 +85,10 @@ class LvcModule(pl.LightningModule):
         super().train(mode)
         self.clip_model.eval()
         return self
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith("clip_model.")}
 
     def shift_on(self, step: int) -> bool:
         return step >= self.hparams.shift_start
