@@ -107,7 +107,7 @@ def _subparser(name: str) -> ArgumentParser:
                                  "affinity.enabled)")
     if name in STAGE_COMMANDS:
         parser.add_argument("--overwrite", type=str | None, default=None,
-                            help="comma-separated stages (train-cls, cams, train-aff, pseudo, pseudo-rw, train-seg) "
+                            help="comma-separated stages (train-cls, cams, train-aff, train-lvc, pseudo, pseudo-rw, train-seg) "
                                  "whose outputs in "
                                  "OUT are deleted and redone, with the stages made from them")
     return parser

@@ -173,7 +173,7 @@ def overwrite_stages(out: Path, names: list[str]) -> list[str]:
             matches = [name]
         else:
             raise ConfigError(f"--overwrite: unknown stage {name!r}; choose from train-cls, cams, pseudo, "
-                              "train-aff, pseudo-rw, train-seg (or train_seg_<masks>)")
+                              "train-aff, train-lvc, pseudo-rw, train-seg (or train_seg_<masks>)")
         for match in matches:
             targets += [s for s in downstream_stages(out, match) if s not in targets]
     for name in targets:
