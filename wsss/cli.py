@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "train-cls": "train the image-level classifier (OUT/classifier/classifier.ckpt)",
     "cams": "export multi-scale CAMs of every image's positive classes (OUT/cams/<id>.npz)",
     "train-aff": "train IRN's boundary network on the CAMs' inter-pixel relations (OUT/affinity/affinity.ckpt)",
+    "train-lvc": "train ExCEL's LVC adapter and decoder on the frozen CLIP's online pseudo labels (OUT/lvc/lvc.ckpt)",
     "pseudo": "CAMs -> pseudo masks with and without dense CRF, PAR, random walk (OUT/pseudo*/<id>.png), seed-CAM sweep",
     "train-seg": "train the segmenter on pseudo masks (or ground truth) and evaluate it on val",
     "eval": "mIoU of a mask folder (--pred_dir) or a CAM folder threshold sweep (--cam_dir) against ground truth",
@@ -39,7 +40,7 @@ SUBCOMMANDS = {
     "explain": "CAMs of a classifier (wsss checkpoint, or a timm model + weight file) on new images, with "
                "faithfulness",
 }
-STAGE_COMMANDS = ("train-cls", "cams", "train-aff", "pseudo", "train-seg", "pipeline", "demo")
+STAGE_COMMANDS = ("train-cls", "cams", "train-aff", "train-lvc", "pseudo", "train-seg", "pipeline", "demo")
 # flags of a subcommand that are not RunConfig fields
 OWN_FLAGS = {"config", "c", "help", "h", "ckpt", "pred_dir", "cam_dir", "split", "eval_out", "fast", "stages",
              "overwrite", "print_config", "images", "pred_out", "batch_size", "methods", "classes", "threshold",
@@ -106,7 +107,7 @@ def _subparser(name: str) -> ArgumentParser:
                                  "affinity.enabled)")
     if name in STAGE_COMMANDS:
         parser.add_argument("--overwrite", type=str | None, default=None,
-                            help="comma-separated stages (train-cls, cams, train-aff, pseudo, pseudo-rw, train-seg) "
+                            help="comma-separated stages (train-cls, cams, train-aff, train-lvc, pseudo, pseudo-rw, train-seg) "
                                  "whose outputs in "
                                  "OUT are deleted and redone, with the stages made from them")
     return parser
@@ -206,6 +207,10 @@ def dispatch(command: str, cfg: RunConfig, ns: Namespace) -> Any:
         from wsss.stages.train_aff import run_train_aff
 
         return run_train_aff(cfg)
+    if command == "train-lvc":
+        from wsss.stages.train_lvc import run_train_lvc
+
+        return run_train_lvc(cfg)
     if command == "pseudo":
         from wsss.stages.pseudo import run_pseudo
 

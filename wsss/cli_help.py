@@ -16,8 +16,9 @@ from wsss.config import RunConfig
 
 COMMAND_SECTIONS = {
     "train-cls": ["data", "trainer", "classifier"],
-    "cams": ["data", "trainer", "cams"],
+    "cams": ["data", "trainer", "cams", "clip"],
     "train-aff": ["data", "trainer", "affinity"],
+    "train-lvc": ["data", "trainer", "clip", "lvc"],
     "pseudo": ["data", "pseudo", "affinity"],
     "train-seg": ["data", "trainer", "segmenter", "pseudo"],
     "eval": ["data", "pseudo"],
@@ -27,8 +28,8 @@ COMMAND_SECTIONS = {
 # Sections a command reads only in part: the random walk of ``pseudo`` reads the walk's settings of
 # ``affinity``, not how the boundary network is trained.
 SECTION_FIELDS = {("pseudo", "affinity"): ("enabled", "rw_radius", "beta", "exp_times", "rw_bg_threshold")}
-ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "affinity", "pseudo", "segmenter"]
-TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "train-aff": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
+ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "clip", "affinity", "lvc", "pseudo", "segmenter"]
+TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "train-aff": ["out", "seed", "progress"], "train-lvc": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
              "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"], "predict": ["out", "progress"],
              "explain": ["out", "progress"]}
 

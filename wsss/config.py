@@ -175,6 +175,104 @@ class CamConfig:
 
 
 @dataclass
+class ClipConfig:
+    """Frozen CLIP towers of the training-free CAM methods ``excel`` and ``clip_es``
+    (:mod:`wsss.refiners.excel`); read only when ``cams.method`` is one of them.
+
+    Args:
+        model: open_clip model name (OpenAI weights use QuickGELU: ``ViT-B-16-quickgelu``).
+        weights: local weight file of ``model`` (e.g. ``open_clip_pytorch_model.bin`` of
+            ``timm/vit_base_patch16_clip_224.openai``); nothing is downloaded.
+        model_cfg: an open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) for a randomly
+            initialised model instead of ``weights`` (tests and the demo: its CAMs mean nothing).
+        text_file: class names, synonyms, descriptions and background words (None =
+            ``data/text/<data.name>.json``; a missing file falls back to the bare class names).
+        text_cache: cache of the encoded texts and the attribute bank (None = ``OUT/clip_text.pt``).
+        n_clusters: K-means clusters of the attribute bank (ExCEL: 112 VOC, 224 COCO; 0 = no enrichment).
+        keep: share of the attributes kept per class (ExCEL 0.9).
+        svc_layers: calibrated last blocks of ExCEL's Static Visual Calibration (ExCEL 5).
+        class_prior: weight the patch-text scores by the CLS-text softmax (ExCEL's class-token prior).
+        feature_norm: ``token`` (ExCEL's code: L2 along the token axis) or ``channel`` before the CAM.
+        head_sum_in_calibrated: ExCEL quirk: attention of calibrated blocks is head-summed, of the
+            others head-averaged (False: averaged everywhere).
+        affinity_layers: last blocks whose attention forms the affinity (ExCEL 6, CLIP-ES 8).
+        box_threshold: box-mask threshold ``caa_thre`` of the affinity refinement (ExCEL 0.79 VOC,
+            0.88 COCO; CLIP-ES 0.4).
+        affinity: apply the attention-affinity refinement.
+        par_iter: PAR iterations on the refined CAMs (ExCEL 20; 0 = off).
+    """
+
+    model: str = "ViT-B-16-quickgelu"
+    weights: str | None = None
+    model_cfg: dict[str, Any] = field(default_factory=dict)
+    text_file: str | None = None
+    text_cache: str | None = None
+    n_clusters: int = 112
+    keep: float = 0.9
+    svc_layers: int = 5
+    class_prior: bool = True
+    feature_norm: str = "token"
+    head_sum_in_calibrated: bool = True
+    affinity_layers: int = 6
+    box_threshold: float = 0.79
+    affinity: bool = True
+    par_iter: int = 20
+
+
+@dataclass
+class LvcConfig:
+    """ExCEL's Learnable Visual Calibration (stage ``train-lvc``): an adapter and segmentation decoder
+    trained on the frozen CLIP's online pseudo labels (CLIP from the ``clip`` section). Defaults are
+    ExCEL's VOC settings except the length, batch and crop, which are demo-sized (VOC: 30000 steps,
+    batch 4, crop 320, shift from 14000, self labels from 24000).
+
+    Args:
+        shift_start: first step of the dynamic shift and the dynamic CAMs.
+        self_label_start: first step the affinity target is the decoder's argmax (None = never, COCO).
+        aff_weight: weight of the affinity loss.
+        radius: pair radius of the affinity loss on the token grid.
+        dim: adapter and decoder width.
+        decoder_depth: decoder transformer layers.
+        decoder_heads: decoder attention heads.
+        dropout: adapter Dropout2d.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        warmup_ratio: learning-rate factor at the start of the warm-up.
+        max_steps: training iterations.
+        power: poly decay power.
+        batch_size: images per step (per device).
+        crop_size: square training crop.
+        scale_range: random rescale range before cropping.
+    """
+
+    shift_start: int = 140
+    self_label_start: int | None = 240
+    aff_weight: float = 0.1
+    radius: int = 8
+    dim: int = 256
+    decoder_depth: int = 3
+    decoder_heads: int = 8
+    dropout: float = 0.1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    warmup_ratio: float = 0.01
+    max_steps: int = 300
+    power: float = 1.0
+    batch_size: int = 4
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.5, 2.0)
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`wsss.refiners.excel.lvc_module.LvcModule`."""
+        import dataclasses
+
+        skip = {"batch_size", "crop_size", "scale_range"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclass
 class PseudoConfig:
     """Pseudo masks from CAMs (stage ``pseudo``).
 
@@ -312,6 +410,8 @@ class RunConfig:
         trainer: Lightning trainer section.
         classifier: classifier section.
         cams: CAM export section.
+        clip: CLIP towers of the training-free CAM methods ``excel`` and ``clip_es``.
+        lvc: ExCEL's Learnable Visual Calibration (stage ``train-lvc``).
         pseudo: pseudo-mask section.
         affinity: IRN-style affinity section (off by default).
         segmenter: segmenter section.
@@ -325,6 +425,8 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    lvc: LvcConfig = field(default_factory=LvcConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

@@ -32,6 +32,12 @@ CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in (
 )}
 
 
+def register_cam_method(method: CamMethod) -> None:
+    """Add ``method`` to :data:`CAM_METHODS` (methods living outside this package, e.g. the CLIP methods
+    of :mod:`wsss.refiners.excel`, registered by :mod:`wsss.refiners`)."""
+    CAM_METHODS[method.name] = method
+
+
 def compute_cams(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, target_layer: nn.Module | str,
                  method: str = "gradcam", normalize: str | None = "max", chunk_size: int | None = None,
                  denoise: str | None = None, **options) -> torch.Tensor:
@@ -75,4 +81,4 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
     return postprocess(raw, tuple(images.shape[-2:]), normalize)
 
 
-__all__ = ["CAM_METHODS", "CamMethod", "compute_cams", "layer_select_cams", "multiscale_cams"]
+__all__ = ["CAM_METHODS", "CamMethod", "compute_cams", "register_cam_method", "layer_select_cams", "multiscale_cams"]

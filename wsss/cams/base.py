@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,11 +19,18 @@ RawCamFn = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class CamMethod:
-    """A registered method: ``raw`` computes unnormalised maps [B, K, h, w] for all slots at once."""
+    """A registered method: ``raw`` computes unnormalised maps [B, K, h, w] for all slots at once.
+
+    A method that brings its own model (e.g. frozen CLIP towers, no trained classifier) sets
+    ``build_model`` (run config -> model, with ``mean``/``std`` attributes) and ``model_key`` (run
+    config -> a string that changes whenever that model or what it reads changes); ``wsss cams`` then
+    uses that model and fingerprints ``model_key`` instead of the classifier checkpoint."""
 
     name: str
     raw: RawCamFn
     uses_gradients: bool
+    build_model: Callable[[Any], nn.Module] | None = None
+    model_key: Callable[[Any], str] | None = None
 
 
 def spatial(activation: torch.Tensor, model: nn.Module, grid: tuple[int, int] | None = None) -> torch.Tensor:

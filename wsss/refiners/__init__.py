@@ -11,16 +11,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wsss.cams import register_cam_method
 from wsss.errors import ConfigError
 from wsss.refiners.base import Refiner
 from wsss.refiners.doei import DOEIRefiner
 from wsss.refiners.esol import ESOLRefiner
+from wsss.refiners.excel import CLIP_CAM_METHODS
 from wsss.refiners.ppl import PPLRefiner
 from wsss.refiners.toco import ToCoRefiner
 from wsss.refiners.usage import UsageRefiner
 
 REFINERS: dict[str, type[Refiner]] = {"none": Refiner, "toco": ToCoRefiner, "usage": UsageRefiner,
                                      "esol": ESOLRefiner, "ppl": PPLRefiner, "doei": DOEIRefiner}
+
+# ExCEL and CLIP-ES are training-free CAM methods with their own CLIP model, not classifier refiners.
+for _method in CLIP_CAM_METHODS:
+    register_cam_method(_method)
 
 
 def build_refiner(name: str, **kwargs: Any) -> Refiner:

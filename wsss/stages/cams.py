@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import wsss.refiners  # noqa: F401  (registers the CLIP CAM methods of wsss.refiners.excel)
+from wsss.cams import CAM_METHODS, CamMethod
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.models.classifier import Classifier
@@ -36,9 +38,19 @@ def load_classifier(cfg: RunConfig, ckpt: str | Path | None = None) -> Classifie
     return Classifier.from_checkpoint(checkpoint_path(cfg, ckpt)).eval()
 
 
+def own_model_method(cfg: RunConfig) -> CamMethod | None:
+    """The configured CAM method when it brings its own model (no classifier needed), else None."""
+    method = CAM_METHODS.get(cfg.cams.method)
+    return method if method is not None and method.build_model is not None else None
+
+
 def cams_fingerprint(cfg: RunConfig, ckpt: str | Path | None = None, train_cls: str | None = None) -> Fingerprint:
     """Settings of ``cams`` plus the classifier: the file given as ``--ckpt``, else the ``train_cls``
-    record (or ``train_cls``, the digest a planned classifier run will have)."""
+    record (or ``train_cls``, the digest a planned classifier run will have). A method with its own
+    model is fingerprinted by that model's key instead."""
+    own = own_model_method(cfg)
+    if own is not None:
+        return stage_fingerprint(cfg, "cams", {"model": own.model_key(cfg)})
     if ckpt:
         source = file_digest(checkpoint_path(cfg, ckpt))
     else:
@@ -57,12 +69,13 @@ def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
     if finished_record(cfg.out_dir, "cams", fingerprint, invalid) is not None:
         return out
     with stage(cfg.out_dir, "cams", fingerprint) as record:
-        model = load_classifier(cfg, ckpt)
+        own = own_model_method(cfg)
+        model = own.build_model(cfg) if own is not None else load_classifier(cfg, ckpt)
         c = cfg.cams
         t = cfg.trainer
         stats = export_cams(
             model, dataset, out, method=c.method, scales=c.scales, flip=c.flip, preset=c.preset,
-            target_layer=c.target_layer, mean=model.mean, std=model.std, accelerator=t.accelerator,
+            target_layer=None if own is not None else c.target_layer, mean=model.mean, std=model.std, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, progress=cfg.progress,
             denoise=c.denoise, num_workers=loader_workers(cfg.data.num_workers),
         )

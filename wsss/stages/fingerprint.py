@@ -24,7 +24,8 @@ from typing import Any
 from wsss.config import RunConfig
 
 # Bumped when a stage's code changes what it writes for the same settings (older outputs are stale).
-CODE_VERSIONS = {"train_cls": 1, "cams": 1, "pseudo": 1, "train_aff": 1, "pseudo_rw": 1, "train_seg": 1}
+CODE_VERSIONS = {"train_cls": 1, "cams": 1, "pseudo": 1, "train_aff": 1, "pseudo_rw": 1, "train_seg": 1,
+                 "train_lvc": 1}
 
 NOT_FINGERPRINTED = {
     "cams.overlay_methods", "pseudo.workers",
@@ -46,6 +47,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "train_aff": ("seed", *DATA_CAM, *TRAINER, *AFFINITY_TRAIN),
     "pseudo_rw": (*DATA_CAM, *AFFINITY_WALK),
     "train_seg": ("seed", *DATA_TRAIN, *TRAINER, "segmenter"),
+    "train_lvc": ("seed", *DATA_TRAIN, *TRAINER, "lvc"),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from wsss.config import RunConfig
 from wsss.errors import ConfigError
 from wsss.io import atomic_write_json
-from wsss.stages.cams import run_cams
+from wsss.stages.cams import own_model_method, run_cams
 from wsss.stages.pseudo import run_pseudo
 from wsss.stages.records import read_stages
 from wsss.stages.report import run_report
@@ -34,7 +34,9 @@ def run_pipeline(cfg: RunConfig, stages: Sequence[str] = PIPELINE_STAGES) -> dic
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if "train-cls" in stages:
+    # A CAM method with its own model (the CLIP methods) needs no classifier, nor does its report.
+    needs_classifier = own_model_method(cfg) is None
+    if "train-cls" in stages and needs_classifier:
         run_train_cls(cfg)
     if "cams" in stages:
         run_cams(cfg)
@@ -62,7 +64,7 @@ def run_pipeline(cfg: RunConfig, stages: Sequence[str] = PIPELINE_STAGES) -> dic
     summary["total_seconds"] = round(time.perf_counter() - start, 2)
     summary["seed"] = cfg.seed
     atomic_write_json(out / "summary.json", summary)
-    if cfg.report and "train-cls" in stages:
+    if cfg.report and "train-cls" in stages and needs_classifier:
         index = run_report(cfg, summary)
         log.info("report: %s", index)
     print(summary_table(summary))

@@ -32,6 +32,7 @@ STAGE_OUTPUTS: dict[str, list[str]] = {
     "pseudo": ["pseudo", "pseudo_crf", "pseudo_par", "eval/seed_cam", "eval/pseudo", "eval/pseudo_crf",
                "eval/pseudo_par"],
     "train_aff": ["affinity", "ir_labels"],
+    "train_lvc": ["lvc"],
     "pseudo_rw": ["pseudo_rw", "cams_rw", "eval/cams_rw", "eval/pseudo_rw"],
     "report": ["report"],
 }
@@ -47,7 +48,7 @@ def stage_outputs(name: str) -> list[str]:
 
 # the files that make a stage's main output folder count as results (logs of a failed start do not)
 RESULT_FILES = {"train_cls": "*.ckpt", "cams": "*.npz", "pseudo": "*.png", "train_aff": "*.ckpt", "pseudo_rw": "*.png",
-                "train_seg": "*.ckpt", "report": "*"}
+                "train_lvc": "*.ckpt", "train_seg": "*.ckpt", "report": "*"}
 
 
 def outputs_exist(out: Path, name: str) -> bool:
@@ -172,7 +173,7 @@ def overwrite_stages(out: Path, names: list[str]) -> list[str]:
             matches = [name]
         else:
             raise ConfigError(f"--overwrite: unknown stage {name!r}; choose from train-cls, cams, pseudo, "
-                              "train-aff, pseudo-rw, train-seg (or train_seg_<masks>)")
+                              "train-aff, train-lvc, pseudo-rw, train-seg (or train_seg_<masks>)")
         for match in matches:
             targets += [s for s in downstream_stages(out, match) if s not in targets]
     for name in targets:
