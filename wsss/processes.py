@@ -27,12 +27,9 @@ def pool_worker_init() -> None:
 
 
 def loader_worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader: end with the parent, and one OpenCV thread (decoding
-    and augmentation run a worker per core; OpenCV's own pool would fight the model's threads)."""
-    import cv2
-
+    """``worker_init_fn`` of every DataLoader: end with the parent. (OpenCV's thread pool is left
+    alone: changing it in a forked worker can deadlock on a lock the parent's pool held at fork.)"""
     die_with_parent()
-    cv2.setNumThreads(1)
 
 
 def loader_workers(num_workers: int | None) -> int:
