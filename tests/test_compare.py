@@ -178,3 +178,27 @@ def test_preset_entries_are_spelled_out_in_configs_demo(name):
     from_file, _ = parse_run_config("pipeline", ["--config", str(ROOT / "configs" / "demo" / f"{name}.yaml")])
     from_file.out = from_preset.out
     assert from_file == from_preset
+
+
+def test_a_cam_method_with_its_own_model_plans_no_classifier(tmp_path):
+    from wsss.compare.runner import planned_fingerprints
+
+    config = tiny_config(tmp_path)
+    stages = ["train-cls", "cams", "pseudo"]
+    plain, _ = parse_run_config("pipeline", ["--config", str(config)])
+    from test_excel_pipeline import TINY_CLIP
+
+    clip, _ = parse_run_config("pipeline", ["--config", str(config), "--cams.method=excel",
+                                            "--clip.model_cfg", TINY_CLIP])
+    assert list(planned_fingerprints(plain, stages)) == ["train_cls", "cams", "pseudo"]
+    assert list(planned_fingerprints(clip, stages)) == ["cams", "pseudo"]
+
+
+def test_entries_generating_different_synthetic_sets_into_one_root_stop(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    argv = ["compare", str(config), "--variant", "bigger:--data.kwargs='{n_train: 20, n_val: 8, image_size: 64}'",
+            "--out", str(tmp_path / "cmp"), "--stages", "train-cls"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "tiny and bigger" in err and "data.root" in err
+    assert not (tmp_path / "synthetic").exists()

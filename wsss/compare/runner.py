@@ -29,7 +29,7 @@ from wsss.config import RunConfig
 from wsss.errors import ConfigError
 from wsss.io import atomic_write_json
 from wsss.processes import die_with_parent
-from wsss.stages.cams import cams_fingerprint
+from wsss.stages.cams import cams_fingerprint, own_model_method
 from wsss.stages.fingerprint import Fingerprint
 from wsss.stages.pipeline import PIPELINE_STAGES
 from wsss.stages.pseudo import pseudo_fingerprint
@@ -45,7 +45,9 @@ STATE_FILE = "compare.json"
 
 
 def planned_fingerprints(cfg: RunConfig, stages: Sequence[str]) -> dict[str, Fingerprint]:
-    """The fingerprint each selected stage of ``cfg`` will have, computed before anything runs."""
+    """The fingerprint each selected stage of ``cfg`` will have, computed before anything runs. A CAM
+    method with its own model (the CLIP methods) plans no classifier: the pipeline trains none, and a
+    classifier shared from another entry would put that entry's mAP and seconds in this row."""
     plan: dict[str, Fingerprint] = {}
     cls = train_cls_fingerprint(cfg)
     cams = cams_fingerprint(cfg, train_cls=cls.digest)
@@ -53,6 +55,8 @@ def planned_fingerprints(cfg: RunConfig, stages: Sequence[str]) -> dict[str, Fin
     aff = train_aff_fingerprint(cfg, cams=cams.digest)
     walk = pseudo_rw_fingerprint(cfg, cams=cams.digest, train_aff=aff.digest)
     for name, fp in (("train-cls", cls), ("cams", cams), ("pseudo", pseudo)):
+        if name == "train-cls" and own_model_method(cfg) is not None:
+            continue
         if name in stages:
             plan[name.replace("-", "_")] = fp
     if cfg.affinity.enabled:
@@ -131,6 +135,7 @@ def run_compare(entries: list[Entry], out: str | Path, stages: Sequence[str] = P
     stages = [s for s in PIPELINE_STAGES if s in stages]
     out.mkdir(parents=True, exist_ok=True)
     resolved = [(e, *resolve_entry(e, out, list(common))) for e in entries]
+    _check_synthetic_roots([(e.name, cfg) for e, cfg, _ in resolved])
     _warn_on_different_data([(e.name, cfg) for e, cfg, _ in resolved])
     state_path = out / STATE_FILE
     state = _read_state(state_path)
@@ -168,6 +173,22 @@ def run_compare(entries: list[Entry], out: str | Path, stages: Sequence[str] = P
 
 def _read_state(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _check_synthetic_roots(entries: list[tuple[str, RunConfig]]) -> None:
+    """Two entries may not generate different synthetic sets into one root: the second generation
+    replaces the first's images, under its finished stages and under the page's overlays."""
+    owner: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, cfg in entries:
+        if cfg.data.name != "synthetic":
+            continue
+        root = str(Path(cfg.data.root).resolve())
+        if root in owner and owner[root][1] != cfg.data.kwargs:
+            raise ConfigError(f"wsss compare: entries {owner[root][0]} and {name} generate different synthetic "
+                              f"sets (data.kwargs {owner[root][1]} vs {cfg.data.kwargs}) into one data.root "
+                              f"{cfg.data.root}; give {name} its own, e.g. --variant '{name}:... "
+                              f"--data.root={cfg.data.root}-{name}'")
+        owner.setdefault(root, (name, cfg.data.kwargs))
 
 
 def _warn_on_different_data(entries: list[tuple[str, RunConfig]]) -> None:
