@@ -5,6 +5,7 @@ ESOL composes with other refiners in one config."""
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import StopAt
 
 from wsss.config import RunConfig
 from wsss.models.classifier import Classifier
@@ -78,15 +79,6 @@ def test_shrinkage_freezes_the_expansion_path_and_trains_the_second_sampler_with
     refiner = module.refiners[0]
     assert bool(refiner.expansion_head_taken)
     torch.testing.assert_close(refiner.expansion_head, record.steps[3]["state"]["head.classifier.weight"])
-
-
-class StopAt(pl.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            trainer.should_stop = True
 
 
 def test_a_run_killed_between_the_stages_resumes_into_shrinkage(tmp_path, monkeypatch):

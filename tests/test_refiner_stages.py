@@ -5,6 +5,7 @@ rebuilding a trained classifier with its refiners for CAM export."""
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import StopAt
 from torch import nn
 
 from wsss.config import RunConfig
@@ -102,15 +103,6 @@ def test_stages_start_freeze_and_restart_the_schedule(registered):
     schedule = trainer.lr_scheduler_configs[0].scheduler
     assert schedule.lr_lambdas[0](3) == lr_multiplier(0, 3, 0) == 1.0
     assert schedule.lr_lambdas[0](4) == pytest.approx(lr_multiplier(1, 3, 0))
-
-
-class StopAt(pl.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            trainer.should_stop = True
 
 
 def test_a_run_stopped_after_a_stage_resumes_into_the_next_and_rebuilds_for_cams(registered, tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """A training stage resumed from last.ckpt ends with the weights of an uninterrupted run; the batches
 do not depend on the loader's workers."""
 
-import pytorch_lightning as pl
 import torch
+from helpers import StopAt
 
 from wsss.config import RunConfig
 from wsss.data.datamodule import WSSSDataModule
@@ -20,15 +20,6 @@ def tiny(out, root) -> RunConfig:
     c = cfg.classifier
     c.backbone, c.pretrained, c.max_steps, c.batch_size, c.crop_size, c.warmup_steps = "resnet10t", False, 8, 4, 48, 2
     return cfg
-
-
-class StopAt(pl.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            trainer.should_stop = True
 
 
 def test_a_resumed_classifier_matches_an_uninterrupted_one(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""What the stages share: the configured dataset and the training loaders of a config section."""
+"""What the stages share: the configured dataset, the training loaders of a config section, and the
+per-image outputs made from a CAM folder."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from wsss.config import NetworkTrainingConfig, RunConfig
 from wsss.data import build_dataset
 from wsss.data.base import SegDataset
 from wsss.data.datamodule import WSSSDataModule
+from wsss.io import clean_stale_temps
 from wsss.processes import loader_workers
+from wsss.pseudo.labeler import check_cam_folder
 
 
 def dataset_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -26,6 +29,17 @@ def dataset_for(cfg: RunConfig, split: str, mask_dir: str | Path | None = None) 
     if mask_dir is not None:
         kwargs["mask_dir"] = str(mask_dir)
     return build_dataset(cfg.data.name, cfg.data.root, split, **kwargs)
+
+
+def pending_from_cams(cfg: RunConfig, cams: Path, out: Path, suffix: str) -> tuple[SegDataset, list[str]]:
+    """The CAM split and the ids whose ``out/<id><suffix>`` is still to be made from the CAM folder
+    ``cams`` (checked complete first); ``out`` is created and a killed run's temporary files removed,
+    so a stage writing one file per image resumes where it stopped."""
+    dataset = dataset_for(cfg, cfg.data.cam_split)
+    check_cam_folder(cams, dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)
+    return dataset, [i for i in dataset.ids if not (out / f"{i}{suffix}").is_file()]
 
 
 def datamodule_for(cfg: RunConfig, section: NetworkTrainingConfig, task: str, mean, std,

@@ -17,11 +17,11 @@ from wsss.data.base import read_image
 from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
 from wsss.eval.sweep import sweep_cam_thresholds
-from wsss.io import atomic_write_json, clean_stale_temps
-from wsss.pseudo.labeler import check_cam_folder, make_pseudo_masks
+from wsss.io import atomic_write_json
+from wsss.pseudo.labeler import make_pseudo_masks
 from wsss.pseudo.storage import load_cams, save_cams
 from wsss.stages.cams import cam_dir
-from wsss.stages.common import dataset_for
+from wsss.stages.common import dataset_for, pending_from_cams
 from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
 from wsss.stages.pseudo import DEFAULT_BG_THRESHOLD, eval_dir
 from wsss.stages.records import finished_record, recorded_input, stage
@@ -51,12 +51,8 @@ def pseudo_rw_fingerprint(cfg: RunConfig, cams: str | None = None, train_aff: st
 def write_rw_cams(cfg: RunConfig, model: AffinityNet) -> dict[str, int]:
     """``OUT/cams_rw/<id>.npz`` for every image of the CAM split; files already made are kept."""
     a = cfg.affinity
-    dataset = dataset_for(cfg, cfg.data.cam_split)
-    check_cam_folder(cam_dir(cfg), dataset)
     out = rw_cam_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out)
-    pending = [i for i in dataset.ids if not (out / f"{i}.npz").is_file()]
+    dataset, pending = pending_from_cams(cfg, cam_dir(cfg), out, ".npz")
     for image_id in tqdm(pending, desc="random walk -> cams_rw", unit="img", disable=not cfg.progress):
         cams, class_ids = load_cams(cam_dir(cfg) / f"{image_id}.npz")
         walked = propagate_cams(model, read_image(dataset.image_path(image_id)), cams, radius=a.rw_radius,

@@ -16,11 +16,10 @@ from wsss.config import RunConfig
 from wsss.data.base import read_image
 from wsss.data.palette import write_mask
 from wsss.errors import StageMissingError
-from wsss.io import clean_stale_temps
-from wsss.pseudo.labeler import check_cam_folder, run_pool
+from wsss.pseudo.labeler import run_pool
 from wsss.pseudo.storage import load_cams
 from wsss.stages.cams import cam_dir
-from wsss.stages.common import datamodule_for, dataset_for
+from wsss.stages.common import datamodule_for, pending_from_cams
 from wsss.stages.fingerprint import Fingerprint, stage_fingerprint
 from wsss.stages.records import finished_record, recorded_input, stage
 from wsss.stages.training import fit_resumable
@@ -64,14 +63,10 @@ def confident_label_one(job: ConfidentLabelJob) -> str:
 def make_confident_labels(cfg: RunConfig) -> dict[str, int]:
     """``OUT/ir_labels/<id>.png`` for every image of the CAM split (resumable: made files are kept)."""
     a = cfg.affinity
-    dataset = dataset_for(cfg, cfg.data.cam_split)
-    check_cam_folder(cam_dir(cfg), dataset)
     out = ir_label_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out)
+    dataset, pending = pending_from_cams(cfg, cam_dir(cfg), out, ".png")
     jobs = [ConfidentLabelJob(i, cam_dir(cfg) / f"{i}.npz", dataset.image_path(i), out / f"{i}.png",
-                              a.conf_fg_threshold, a.conf_bg_threshold, a.conf_crf)
-            for i in dataset.ids if not (out / f"{i}.png").is_file()]
+                              a.conf_fg_threshold, a.conf_bg_threshold, a.conf_crf) for i in pending]
     run_pool(confident_label_one, jobs, cfg.pseudo.workers, "confident regions -> ir_labels", cfg.progress)
     return {"written": len(jobs), "skipped": len(dataset.ids) - len(jobs)}
 
