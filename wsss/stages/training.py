@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 from weakref import proxy
@@ -135,7 +136,12 @@ def fit_resumable(cfg: RunConfig, module: pl.LightningModule, datamodule: pl.Lig
     checkpoint = AtomicCheckpoint(out, checkpoint_every, stage_ends)
     trainer = make_trainer(cfg, out, name, max_steps, callbacks=[checkpoint, RNGState()], validate=validate)
     last = out / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+    with warnings.catch_warnings():
+        # Lightning cannot see that our batch sampler is keyed by the step, so it warns that a
+        # mid-epoch resume repeats batches; ours continues with the uninterrupted run's batches.
+        warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None,
+                    weights_only=True)
     save_final_checkpoint(trainer, final)
     return trainer
 
