@@ -7,7 +7,8 @@ generation temperature, per backbone family: does the rule (CNN: higher T, ViT: 
 For each family one ``wsss compare`` (stages train-cls, cams, pseudo) into ``OUT/<family>`` runs
 ``configs/demo/<family>.yaml`` (no refiner), ``configs/demo/usage_<family>.yaml`` (the refiner as
 configured: rule temperature + consistency) and one variant of the plain config per temperature with
-only the generation term (``<family>_T<t>``, ``consistency_weight: 0``: T acts on that term alone).
+only the generation term (``<family>_T<t>``: the refiner entry of ``usage_<family>.yaml`` with that
+temperature and ``consistency_weight: 0``, so T acts on that term alone).
 ``--fast`` uses the smaller budget of ``configs/demo/fast.yaml`` (240 images, 120 steps) with its
 images generated under ``OUT`` (a set generated with other settings under the same root would
 replace the demo-sized one under ``data/``). Writes ``usage_temperature_sweep.png`` and ``.md`` (the
@@ -50,6 +51,14 @@ def variant_name(family: str, temperature: float) -> str:
     return f"{family}_T{temperature:g}"
 
 
+def usage_entry(family: str) -> dict:
+    """The ``usage`` refiner entry of ``configs/demo/usage_<family>.yaml``: the temperature variants keep
+    its other settings (e.g. the CNN's ``generation_weight``) so that only T and the consistency differ."""
+    path = CONFIGS / f"usage_{family}.yaml"
+    refiners = yaml.safe_load(path.read_text())["classifier"]["refiners"]
+    return next(entry for entry in refiners if entry["name"] == "usage")
+
+
 def run_family(family: str, temperatures: list[float], out: Path, fast: bool) -> int:
     argv = ["compare", str(CONFIGS / f"{family}.yaml"), str(CONFIGS / f"usage_{family}.yaml"),
             "--out", str(out / family), "--stages", STAGES]
@@ -57,8 +66,9 @@ def run_family(family: str, temperatures: list[float], out: Path, fast: bool) ->
         common = [f"--{section}.{name}={flow(value)}" for section, fields in FAST.items()
                   for name, value in fields.items()]
         argv.append("--set=" + shlex.join(common + [f"--data.root={out / 'data'}"]))
+    usage = usage_entry(family)
     for t in temperatures:
-        refiner = flow([{"name": "usage", "temperature": t, "consistency_weight": 0}])
+        refiner = flow([{**usage, "temperature": t, "consistency_weight": 0}])
         argv += ["--variant", f"{variant_name(family, t)}:" + shlex.quote(f"--classifier.refiners={refiner}")]
     return wsss_main(argv)
 
