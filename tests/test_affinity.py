@@ -103,6 +103,12 @@ def test_confident_labels_with_the_crf_equal_the_official_code(ref):
     np.testing.assert_array_equal(ours, ref["conf_out"])
 
 
+def test_an_image_without_positive_classes_is_confident_background_with_the_crf():
+    image = np.random.default_rng(0).integers(0, 255, (8, 12, 3), dtype=np.uint8)
+    labels = confident_labels(image, np.zeros((0, 8, 12), np.float32), np.zeros(0, np.int64))
+    np.testing.assert_array_equal(labels, np.zeros((8, 12), np.uint8))
+
+
 def test_relation_labels_of_a_hand_made_cam_follow_irns_definition():
     cams = np.zeros((2, 8, 12), np.float32)
     cams[0, 1:4, 1:5] = 0.9   # confident class 3

@@ -37,13 +37,14 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, class_ids: np.ndarray,
                      bg_threshold: float = IRN_CONF_BG, crf: bool = True) -> np.ndarray:
     """Label map uint8 [H, W] (0 background, class ids, 255 unknown) of ``cams`` [K, H, W] (in [0, 1],
     classes ``class_ids`` [K]) on ``image`` uint8 [H, W, 3]. Ties between a CAM and the threshold go
-    to the background (argmax takes the first)."""
+    to the background (argmax takes the first). An image without positive classes (K = 0) is all
+    confident background."""
     lut = np.concatenate([[0], np.asarray(class_ids)]).astype(np.int64)
 
     def region(threshold: float) -> np.ndarray:
         scores = np.concatenate([np.full((1, *cams.shape[1:]), threshold, np.float32), cams], axis=0)
         pred = np.argmax(scores, axis=0)
-        if crf:
+        if crf and lut.shape[0] > 1:  # an image with no positive class is background: a 1-label CRF is undefined
             pred = crf_label_inference(image, pred, n_labels=lut.shape[0])
         return lut[pred]
 
