@@ -241,8 +241,9 @@ def test_7_killing_wsss_pseudo_leaves_no_worker_behind(folder, tmp_path, capsys)
     out = tmp_path / "out"
     for command in ("train-cls", "cams"):
         assert run(capsys, command, out, folder)[0] == 0
+    # CRF iterations enough for a pool phase of many seconds: a loaded machine's /proc scan must not miss it
     cmd = [sys.executable, "-m", "wsss.cli", "pseudo", "--out", str(out), "--data.name", "folder", "--data.root",
-           str(folder), *FAST, "--pseudo.workers", "2", "--pseudo.crf", "true", "--pseudo.crf_n_iter", "400"]
+           str(folder), *FAST, "--pseudo.workers", "2", "--pseudo.crf", "true", "--pseudo.crf_n_iter", "100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and len(_processes_with(str(out))) < 3:

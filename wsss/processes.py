@@ -4,32 +4,43 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
+from functools import partial
 
 
-def die_with_parent() -> None:
-    """In a child process (pool worker initializer, ``preexec_fn``): ask Linux to SIGKILL this process
-    when its parent dies. Elsewhere a no-op."""
+def die_with_parent(parent_pid: int) -> None:
+    """In a child process of ``parent_pid`` (pool worker initializer, ``preexec_fn``): ask Linux to
+    SIGKILL this process when its parent dies. A parent killed between the fork and this call sends no
+    signal, so a child that already lost ``parent_pid`` exits here. Elsewhere a no-op."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
-def pool_worker_init() -> None:
-    """Initializer of pool workers: end with the parent, and one torch thread each (a worker per core;
-    torch's own threads would oversubscribe them)."""
+def pool_worker_init(parent_pid: int) -> None:
+    """Initializer of pool workers (``initargs=(os.getpid(),)``): end with the parent, and one torch
+    thread each (a worker per core; torch's own threads would oversubscribe them)."""
     import torch
 
-    die_with_parent()
+    die_with_parent(parent_pid)
     torch.set_num_threads(1)
 
 
-def loader_worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader: end with the parent. (OpenCV's thread pool is left
-    alone: changing it in a forked worker can deadlock on a lock the parent's pool held at fork.)"""
-    die_with_parent()
+def loader_worker_init(worker_id: int, parent_pid: int) -> None:
+    """``worker_init_fn`` of every DataLoader (:func:`loader_worker_init_fn`): end with the parent.
+    (OpenCV's thread pool is left alone: changing it in a forked worker can deadlock on a lock the
+    parent's pool held at fork.)"""
+    die_with_parent(parent_pid)
+
+
+def loader_worker_init_fn() -> Callable[[int], None]:
+    """The DataLoader ``worker_init_fn`` of this process: :func:`loader_worker_init` bound to its pid."""
+    return partial(loader_worker_init, parent_pid=os.getpid())
 
 
 def loader_workers(num_workers: int | None) -> int:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def run_entry(config_file: Path, stages: Sequence[str]) -> tuple[int, float, flo
     """Run one entry's pipeline in a child process: (exit code, wall seconds, peak RSS in MiB)."""
     cmd = [sys.executable, "-m", "wsss.cli", "pipeline", "--config", str(config_file), "--stages", ",".join(stages)]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent if os.name == "posix" else None)
+    proc = subprocess.Popen(cmd, preexec_fn=partial(die_with_parent, os.getpid()) if os.name == "posix" else None)
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:

@@ -15,7 +15,7 @@ from wsss.data.sampling import StepBatchSampler
 from wsss.data.torch_dataset import SegTorchDataset
 from wsss.data.transforms import eval_transform, train_transform
 from wsss.errors import ConfigError
-from wsss.processes import loader_worker_init
+from wsss.processes import loader_worker_init_fn
 
 log = logging.getLogger("wsss")
 
@@ -82,10 +82,10 @@ class WSSSDataModule(pl.LightningDataModule):
                               f"{self.train_split!r}; lower the batch size")
         sampler = StepBatchSampler(len(dataset), self.batch_size, self.seed, start_step=self._global_step)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, worker_init_fn=loader_worker_init,
+                          persistent_workers=self.num_workers > 0, worker_init_fn=loader_worker_init_fn(),
                           generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         batch = self.batch_size if self.task == "cls" else 1
         return DataLoader(self.val_dataset(), batch_size=batch, shuffle=False, num_workers=self.num_workers,
-                          worker_init_fn=loader_worker_init, generator=torch.Generator().manual_seed(self.seed))
+                          worker_init_fn=loader_worker_init_fn(), generator=torch.Generator().manual_seed(self.seed))

@@ -83,7 +83,8 @@ def sweep_cam_thresholds(cam_dir: str | Path, dataset: SegDataset, thresholds=DE
             total += _one(job)
             bar.update()
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=pool_worker_init) as pool:
+        context = mp.get_context("fork" if os.name == "posix" else "spawn")
+        with context.Pool(workers, initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
             for part in pool.imap_unordered(_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 total += part
                 bar.update()

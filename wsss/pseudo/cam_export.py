@@ -20,7 +20,7 @@ from wsss.cams import multiscale_cams
 from wsss.data.base import SegDataset
 from wsss.data.transforms import normalise_image
 from wsss.io import clean_stale_temps
-from wsss.processes import loader_worker_init
+from wsss.processes import loader_worker_init_fn
 from wsss.pseudo.storage import cam_file_ok, save_cams
 
 log = logging.getLogger("wsss")
@@ -95,7 +95,7 @@ def export_cams(model: torch.nn.Module, dataset: SegDataset, out_dir: str | Path
         log.info("%s: %d CAM files already done, %d to make", out_dir, skipped, len(pending))
     if pending:
         loader = DataLoader(_ImagesToLabel(dataset, pending, mean, std), batch_size=1, shuffle=False,
-                            collate_fn=_single, num_workers=num_workers, worker_init_fn=loader_worker_init)
+                            collate_fn=_single, num_workers=num_workers, worker_init_fn=loader_worker_init_fn())
         writer = CamWriter(model.eval(), out_dir, method, target_layer, preset,
                            tuple(scales) if scales else None, flip, cam_options)
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,

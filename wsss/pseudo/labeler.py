@@ -137,7 +137,8 @@ def run_pool(fn: Callable[[Any], str], jobs: list, workers: int | None, desc: st
             fn(job)
             bar.update()
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=pool_worker_init) as pool:
+        context = mp.get_context("fork" if os.name == "posix" else "spawn")
+        with context.Pool(workers, initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
             for _ in pool.imap_unordered(fn, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
                 bar.update()
     bar.close()

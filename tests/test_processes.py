@@ -1,0 +1,22 @@
+"""Children that end with their parent: the fork-to-prctl race of PR_SET_PDEATHSIG."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+
+CHILD = "import sys; from wsss.processes import die_with_parent; die_with_parent(int(sys.argv[1])); print('alive')"
+
+
+def test_a_child_whose_parent_is_already_gone_exits_at_once():
+    # A pid that is not this child's parent stands for a parent killed between the fork and the prctl.
+    gone = subprocess.run([sys.executable, "-c", CHILD, "1"], capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "alive" not in gone.stdout
+
+
+def test_a_child_of_a_live_parent_carries_on():
+    live = subprocess.run([sys.executable, "-c", CHILD, str(os.getpid())], capture_output=True, text=True, timeout=60)
+    assert live.returncode == 0 and live.stdout.strip() == "alive"
