@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 from collections.abc import Callable
@@ -23,12 +24,19 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def pool_worker_init(parent_pid: int) -> None:
-    """Initializer of pool workers (``initargs=(os.getpid(),)``): end with the parent, and one torch
+    """Initializer of :func:`worker_pool`'s workers: end with the parent, and one torch
     thread each (a worker per core; torch's own threads would oversubscribe them)."""
     import torch
 
     die_with_parent(parent_pid)
     torch.set_num_threads(1)
+
+
+def worker_pool(workers: int):
+    """A process pool of ``workers`` (fork on POSIX) whose workers end with this process and run one
+    torch thread each (:func:`pool_worker_init`)."""
+    context = mp.get_context("fork" if os.name == "posix" else "spawn")
+    return context.Pool(workers, initializer=pool_worker_init, initargs=(os.getpid(),))
 
 
 def loader_worker_init(worker_id: int, parent_pid: int) -> None:

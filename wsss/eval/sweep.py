@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -13,7 +12,7 @@ from tqdm import tqdm
 from wsss.data.base import SegDataset
 from wsss.data.palette import IGNORE_INDEX, read_mask
 from wsss.errors import DataError
-from wsss.processes import pool_worker_init
+from wsss.processes import worker_pool
 from wsss.pseudo.storage import load_cams
 
 DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
@@ -83,8 +82,7 @@ def sweep_cam_thresholds(cam_dir: str | Path, dataset: SegDataset, thresholds=DE
             total += _one(job)
             bar.update()
     else:
-        context = mp.get_context("fork" if os.name == "posix" else "spawn")
-        with context.Pool(workers, initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
+        with worker_pool(workers) as pool:
             for part in pool.imap_unordered(_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 total += part
                 bar.update()

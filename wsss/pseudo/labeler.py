@@ -7,7 +7,6 @@ where it stopped. Work is spread over a process pool (all cores by default).
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from wsss.data.base import SegDataset, read_image
 from wsss.data.palette import mask_file_ok, write_mask
 from wsss.errors import DataError
 from wsss.io import clean_stale_temps
-from wsss.processes import pool_worker_init
+from wsss.processes import worker_pool
 from wsss.pseudo.crf import crf_mask
 from wsss.pseudo.storage import load_cams
 from wsss.pseudo.thresholds import cams_to_mask, power_background_mask
@@ -137,8 +136,7 @@ def run_pool(fn: Callable[[Any], str], jobs: list, workers: int | None, desc: st
             fn(job)
             bar.update()
     else:
-        context = mp.get_context("fork" if os.name == "posix" else "spawn")
-        with context.Pool(workers, initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
+        with worker_pool(workers) as pool:
             for _ in pool.imap_unordered(fn, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
                 bar.update()
     bar.close()
