@@ -2,6 +2,7 @@
 the quality of the whole pipeline on a real folder dataset.
 
     python scripts/bench.py [cams|pseudo|train|export|all] [--repeats N]
+    python scripts/bench.py train --data DIR
     python scripts/bench.py quality --data DIR [--config configs/ccp9.yaml] [--out runs/bench_quality]
 
 ``cams``: all-positive-class CAMs for 8 images at 224 px with 3 classes each, ResNet-50 (timm, random
@@ -12,7 +13,8 @@ pydensecrf2 on the same CAM files, and CAM storage per image vs float32 all-clas
 ``train``: images per second of the real training stages (``run_train_cls`` / ``run_train_seg``: Lightning
 module, datamodule, augmentation, logging, checkpointing; steady state, after a warm-up) against a bare
 loop over the same model, batch shape and optimiser on batches prepared in advance (the compute limit),
-at the demo's settings and at 256 px.
+at the demo's settings and at 256 px (``--data DIR``: the 256 px rows on that folder dataset's photos,
+decoded from their files, instead of synthetic 320 px images).
 ``export``: the ``cams`` stage (decode, multi-scale + flip, CAM method, files) against the bare no-grad
 forwards its scales need on prepared tensors.
 ``quality`` (not part of ``all``): ``wsss pipeline`` on the folder dataset DIR with the budget of
@@ -215,7 +217,7 @@ def bare_throughput(module, batches: list[dict], steps: int, loss_fn) -> float:
     return steps * batches[0]["image"].shape[0] / (time.perf_counter() - start)
 
 
-def bench_train(repeats: int) -> None:
+def bench_train(repeats: int, data: str | None = None) -> None:
     import torch.nn.functional as F
 
     from wsss.config import RunConfig
@@ -231,13 +233,18 @@ def bench_train(repeats: int) -> None:
         ("segmenter", "256 px", 256, 8, 320),
     ]
     steps, warmup = 40, 8
-    print(f"train: EfficientNet-Lite0 (ImageNet weights), synthetic data, {steps} steps, timed after step {warmup}")
+    photos = f"photos of {data}" if data else "synthetic data"
+    print(f"train: EfficientNet-Lite0 (ImageNet weights), demo rows synthetic, 256 px rows {photos}, "
+          f"{steps} steps, timed after step {warmup}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage, name, crop, batch, image_size in settings:
             cfg = RunConfig(out=f"{tmp}/{stage}_{crop}", progress=False)
-            cfg.data.root = f"{tmp}/synthetic_{image_size}"
-            cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
+            if data and crop == 256:
+                cfg.data.name, cfg.data.root = "folder", data
+            else:
+                cfg.data.root = f"{tmp}/synthetic_{image_size}"
+                cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
             cfg.trainer.accelerator = "cpu"
             section = cfg.classifier if stage == "classifier" else cfg.segmenter
             section.crop_size, section.batch_size, section.max_steps = crop, batch, steps
@@ -344,14 +351,17 @@ def bench_quality(data: str, config: str, out: str | None) -> None:
           + [("this invocation", f"{wall:8.0f} s")])
 
 
-SECTIONS = {"cams": bench_cams, "pseudo": bench_pseudo, "train": bench_train, "export": bench_export}
+SECTIONS = {"cams": lambda args: bench_cams(args.repeats), "pseudo": lambda args: bench_pseudo(args.repeats),
+            "train": lambda args: bench_train(args.repeats, args.data),
+            "export": lambda args: bench_export(args.repeats)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", nargs="?", default="all", choices=[*SECTIONS, "all", "quality"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", help="quality: the folder dataset (images/, classes.txt, labels.csv, masks/)")
+    parser.add_argument("--data", help="quality: the folder dataset (images/, classes.txt, labels.csv, masks/); "
+                                       "train: the folder whose photos the 256 px rows train on")
     parser.add_argument("--config", default="configs/ccp9.yaml", help="quality: the run configuration (budget)")
     parser.add_argument("--out", default=None, help="quality: output folder (default: the config's out)")
     args = parser.parse_args()
@@ -366,7 +376,7 @@ def main() -> None:
         return
     for name, fn in SECTIONS.items():
         if args.section in (name, "all"):
-            fn(args.repeats)
+            fn(args)
 
 
 if __name__ == "__main__":
