@@ -113,3 +113,26 @@ def test_map_and_f1_match_sklearn():
         assert float(ours[c]) == pytest.approx(average_precision_score(targets[:, c], scores[:, c]), rel=1e-6)
     assert macro_f1(scores, targets) == pytest.approx(
         f1_score(targets.numpy(), (scores >= 0.5).numpy(), average="macro", zero_division=0), rel=1e-6)
+
+
+def test_prior_bias_takes_the_prior_of_an_always_present_class_and_stays_out_of_the_cam(tmp_path):
+    pl.seed_everything(0)
+    module = ClassifierModule("resnet10t", 3, max_steps=6, lr=0.05, prior_bias=True)
+    always = loader()
+    for batch in always.dataset:
+        batch["label"][0] = 1.0
+    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, always)
+    model = module.model.eval()
+    prior = model.head.prior.detach()
+    assert prior[0] > 0.05 and prior[0] > prior[1:].max()
+    x = torch.randn(2, 3, 64, 64)
+    features = model.forward_outputs(x)["features"]
+    expected = torch.einsum("kc,bchw->bkhw", model.get_classifier().weight[:, :, 0, 0], features)
+    torch.testing.assert_close(model.cam(x), expected)
+    torch.testing.assert_close(model(x), expected.mean(dim=(2, 3)) + prior)
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    restored = Classifier.from_checkpoint(tmp_path / "c.ckpt").eval()
+    torch.testing.assert_close(restored.head.prior, model.head.prior)
+    torch.testing.assert_close(restored(x), model(x))

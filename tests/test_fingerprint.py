@@ -81,3 +81,17 @@ def test_an_interrupted_stage_resumes_only_with_its_own_settings(run, capsys):
     assert "cams.flip: true -> false" in capsys.readouterr().err
     assert call("cams") == 0
     assert read_stages(out)["cams"]["complete"] and len(list((out / "cams").glob("*.npz"))) == 12
+
+
+def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with():
+    from wsss.config import RunConfig
+    from wsss.stages.fingerprint import stage_fingerprint
+
+    cfg = RunConfig()
+    before = stage_fingerprint(cfg, "train_cls")
+    assert "classifier.prior_bias" not in before.fields and "classifier.pooling" in before.fields
+    cfg.classifier.prior_bias = True
+    after = stage_fingerprint(cfg, "train_cls")
+    assert after.fields["classifier.prior_bias"] is True
+    assert after.digest != before.digest
+    assert after.changes(before.record()) == ["classifier.prior_bias: \"<unset>\" -> true"]

@@ -138,6 +138,9 @@ class ClassifierConfig(NetworkTrainingConfig):
         aux_layer: block/stage index of the auxiliary classifier (None = no auxiliary head).
         aux_weight: weight of the auxiliary classification loss.
         refiners: refiner configs, each a dict with a ``name`` from ``wsss.refiners.REFINERS``.
+        prior_bias: add a learned per-class offset to the logits, left out of every CAM. A class present
+            on nearly every image (CCP-9's footwear: 96 %) then need not be pushed up by its features
+            over the whole map. Our addition, not from a paper (WSSS heads are bias-free).
     """
 
     section: ClassVar[str] = "classifier"
@@ -148,6 +151,7 @@ class ClassifierConfig(NetworkTrainingConfig):
     aux_layer: int | None = None
     aux_weight: float = 1.0
     refiners: list[dict[str, Any]] = field(default_factory=list)
+    prior_bias: bool = False
 
 
 @dataclass

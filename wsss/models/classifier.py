@@ -29,14 +29,14 @@ class Classifier(BackboneNetwork):
 
     def __init__(self, backbone: str, num_classes: int, pooling: str = "gap", temperature: float = 1.0,
                  aux_layer: int | None = None, pretrained: bool | str = False,
-                 backbone_kwargs: dict[str, Any] | None = None):
+                 backbone_kwargs: dict[str, Any] | None = None, prior_bias: bool = False):
         super().__init__()
         self.config = dict(backbone=backbone, num_classes=num_classes, pooling=pooling, temperature=temperature,
-                           aux_layer=aux_layer, backbone_kwargs=dict(backbone_kwargs or {}))
+                           aux_layer=aux_layer, backbone_kwargs=dict(backbone_kwargs or {}), prior_bias=prior_bias)
         self.backbone = build_backbone(backbone, pretrained=pretrained, num_classes=num_classes,
                                        **(backbone_kwargs or {}))
         self.head = ClassifierHead(self.backbone.final_channels, num_classes, pooling, temperature,
-                                   **getattr(self.backbone, "classifier_head", {}))
+                                   prior_bias=prior_bias, **getattr(self.backbone, "classifier_head", {}))
         self.feature_map = nn.Identity()
         self.aux_layer = aux_layer
         self.aux_head = None

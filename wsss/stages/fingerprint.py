@@ -32,6 +32,10 @@ NOT_FINGERPRINTED = {
     "segmenter.masks", "segmenter.fully_supervised", "segmenter.eval_scales", "segmenter.eval_flip",
     "segmenter.eval_crf",
 }
+# Fields added after runs were recorded without them, with the default that reproduces those runs: at
+# that default a field stays out of the fingerprint, so an older run still matches and resumes.
+ADDED_WITH_DEFAULT = {"classifier.prior_bias": False}
+_NOT_ADDED = object()
 DATA_TRAIN = ("data.name", "data.root", "data.train_split", "data.val_split", "data.kwargs",
               "data.skip_bad_images")
 DATA_CAM = ("data.name", "data.root", "data.cam_split", "data.kwargs", "data.skip_bad_images")
@@ -72,8 +76,10 @@ def config_fields(cfg: RunConfig, names: tuple[str, ...]) -> dict[str, Any]:
         if dataclasses.is_dataclass(value):
             for f in dataclasses.fields(value):
                 dotted = f"{name}.{f.name}"
-                if dotted not in NOT_FINGERPRINTED:
-                    out[dotted] = _plain(getattr(value, f.name))
+                field_value = _plain(getattr(value, f.name))
+                if dotted in NOT_FINGERPRINTED or ADDED_WITH_DEFAULT.get(dotted, _NOT_ADDED) == field_value:
+                    continue
+                out[dotted] = field_value
         else:
             out[name] = _plain(value)
     return out

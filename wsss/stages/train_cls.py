@@ -33,6 +33,7 @@ def build_classifier_module(cfg: RunConfig, num_classes: int) -> ClassifierModul
     return ClassifierModule(
         num_classes=num_classes, pooling=c.pooling, temperature=c.temperature, aux_layer=c.aux_layer,
         aux_weight=c.aux_weight, refiners=build_refiners(c.refiners), refiner_configs=list(c.refiners),
+        prior_bias=c.prior_bias,
         **c.module_kwargs(),
     )
 

@@ -63,10 +63,12 @@ class ClassifierModule(pl.LightningModule):
                  optimizer: str = "sgd", lr: float = 0.01, weight_decay: float = 1e-4, momentum: float = 0.9,
                  betas: tuple[float, float] = (0.9, 0.999), head_lr_mult: float = 10.0, warmup_steps: int = 0,
                  warmup_ratio: float = 1e-6, max_steps: int = 1000, poly_power: float = 0.9,
-                 refiners: list[Refiner] | None = None, refiner_configs: list[dict] | None = None):
+                 refiners: list[Refiner] | None = None, refiner_configs: list[dict] | None = None,
+                 prior_bias: bool = False):
         super().__init__()
         self.model = Classifier(backbone, num_classes, pooling=pooling, temperature=temperature,
-                                aux_layer=aux_layer, pretrained=pretrained, backbone_kwargs=backbone_kwargs)
+                                aux_layer=aux_layer, pretrained=pretrained, backbone_kwargs=backbone_kwargs,
+                                prior_bias=prior_bias)
         self.save_hyperparameters(ignore=["refiners", "pretrained"])
         self.hparams["model_config"] = self.model.config
         self.refiners = nn.ModuleList(refiners or [])
