@@ -22,10 +22,10 @@ def loader(n=8, classes=3, size=32):
     return DataLoader(items, batch_size=4)
 
 
-def fit(module, steps):
+def fit(module, steps, data=None):
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, loader())
+    trainer.fit(module, data or loader())
     return trainer
 
 
@@ -121,9 +121,7 @@ def test_prior_bias_takes_the_prior_of_an_always_present_class_and_stays_out_of_
     always = loader()
     for batch in always.dataset:
         batch["label"][0] = 1.0
-    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, always)
+    trainer = fit(module, 6, always)
     model = module.model.eval()
     prior = model.head.prior.detach()
     assert prior[0] > 0.05 and prior[0] > prior[1:].max()

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from wsss.cli import main
+from wsss.config import RunConfig
+from wsss.stages.fingerprint import stage_fingerprint
 from wsss.stages.records import read_stages
 
 TINY = ["--data.kwargs", "{n_train: 12, n_val: 4, image_size: 48}", "--classifier.backbone", "resnet10t",
@@ -84,9 +86,6 @@ def test_an_interrupted_stage_resumes_only_with_its_own_settings(run, capsys):
 
 
 def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with():
-    from wsss.config import RunConfig
-    from wsss.stages.fingerprint import stage_fingerprint
-
     cfg = RunConfig()
     before = stage_fingerprint(cfg, "train_cls")
     assert "classifier.prior_bias" not in before.fields and "classifier.pooling" in before.fields
