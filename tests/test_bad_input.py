@@ -1,6 +1,7 @@
 """Every mistake a user makes gets one clear error (exit 2, no traceback, the file / field / row and
 the fix), and no stage silently reuses or mixes results made with other settings (issue cases 1-7)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -253,41 +254,37 @@ def test_7_killing_wsss_pseudo_leaves_no_worker_behind(folder, tmp_path, capsys)
     def crf_pool_running() -> bool:
         return (out / "pseudo_crf").is_dir() and len(_processes_with(str(out))) >= 3
 
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not crf_pool_running():
-        time.sleep(0.1)
-    assert proc.poll() is None, f"wsss pseudo ended (exit {proc.returncode}) before the kill:\n{log.read_text()}"
-    assert crf_pool_running(), f"the CRF pool never started:\n{log.read_text()}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 30
-    while time.time() < deadline and _processes_with(str(out)):
-        time.sleep(0.1)
-    left = {pid: _describe(pid) for pid in _processes_with(str(out))}
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == {}, left
-
-
-def _describe(pid: int) -> str:
-    """State and command line of a live process, for an assertion message."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text().split()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "gone"
-    return f"state {stat[2]}, parent {stat[3]}: {cmdline}"
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not crf_pool_running():
+            time.sleep(0.1)
+        assert proc.poll() is None, f"wsss pseudo ended (exit {proc.returncode}) before the kill:\n{log.read_text()}"
+        assert crf_pool_running(), f"the CRF pool never started:\n{log.read_text()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and _processes_with(str(out)):
+            time.sleep(0.1)
+        assert _processes_with(str(out)) == {}
+    finally:  # minutes of CRF per image: nothing of a failed run may go on burning the suite's cores
+        proc.kill()
+        proc.wait()
+        for pid in _processes_with(str(out)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
-def _processes_with(text: str) -> list[int]:
-    found = []
+def _processes_with(text: str) -> dict[int, str]:
+    """Live (not zombie) processes whose command line contains ``text``: pid -> state, parent and
+    command line (what an assertion message needs)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-                state = (entry / "stat").read_text().split()[2]
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                stat = (entry / "stat").read_text().split()
             except OSError:
                 continue
-            if text in cmdline and state != "Z":
-                found.append(int(entry.name))
+            if text in cmdline and stat[2] != "Z":
+                found[int(entry.name)] = f"state {stat[2]}, parent {stat[3]}: {cmdline}"
     return found
