@@ -334,7 +334,8 @@ def bench_quality(data: str, config: str, out: str | None) -> None:
     wall = time.perf_counter() - start
     records = read_stages(cfg.out_dir)
     seg = f"train_seg_{masks_name(cfg.segmenter.masks)}"
-    rows = [(label, records.get(stage, {}).get(key)) for label, stage, key in QUALITY_ROWS]
+    rows = [(label + ", then PAR" * (stage == "pseudo_rw" and cfg.affinity.rw_par), records.get(stage, {}).get(key))
+            for label, stage, key in QUALITY_ROWS]
     rows += [(f"segmenter on {cfg.segmenter.masks} (val)", records.get(seg, {}).get("miou")),
              ("fully supervised (val)", records.get("train_seg_gt", {}).get("miou"))]
     c, a, g = cfg.classifier, cfg.affinity, cfg.segmenter

@@ -35,7 +35,10 @@ from wsss.affinity import PairGrid, confident_labels, par_cams, par_refine, rand
 from wsss.affinity.losses import affinity_loss, reduce_labels
 from wsss.affinity.network import AffinityNet
 from wsss.cli import main
+from wsss.data.base import read_image
 from wsss.data.palette import read_mask
+from wsss.pseudo.storage import load_cams
+from wsss.pseudo.thresholds import cams_to_mask
 from wsss.stages.records import read_stages
 
 FIXTURE = Path(__file__).parent / "fixtures" / "irn_reference.npz"
@@ -207,3 +210,23 @@ def test_a_killed_train_aff_resumes_and_its_masks_feed_the_segmenter(tmp_path, m
     record = read_stages(out)["train_seg_pseudo_rw"]
     assert record["made_from"]["inputs"]["pseudo_rw"] == stages["pseudo_rw"]["fingerprint"]
     assert main(["pseudo", *base, "--affinity.beta", "5"]) == 2  # a changed walk setting is not mixed in
+
+    from wsss.stages import pseudo_rw
+
+    def ramps(model, image, cams, **walk):  # the tiny boundary net walks every map flat; PAR needs an edge
+        ramp = np.linspace(0.0, 1.0, image.shape[1], dtype=np.float32)
+        return np.stack([np.broadcast_to(ramp ** (k + 1), image.shape[:2]) for k in range(len(cams))])
+
+    monkeypatch.setattr(pseudo_rw, "propagate_cams", ramps)
+    assert main(["pseudo", *base, "--affinity.rw_par", "true", "--overwrite", "pseudo-rw"]) == 0
+    record = read_stages(out)["pseudo_rw"]
+    assert record["made_from"]["fields"]["affinity.rw_par"] is True
+    images = tmp_path / "synthetic" / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    moved = 0
+    for mask_file in sorted((out / "pseudo_rw").glob("*.png")):
+        walked, class_ids = load_cams(out / "cams_rw" / f"{mask_file.stem}.npz")
+        refined = par_cams(read_image(images / f"{mask_file.stem}.jpg"), walked)
+        expected = cams_to_mask(refined, class_ids, bg_threshold=record["pseudo_rw_threshold"])
+        np.testing.assert_array_equal(read_mask(mask_file), expected)
+        moved += int((expected != cams_to_mask(walked, class_ids, bg_threshold=record["pseudo_rw_threshold"])).any())
+    assert moved > 0, "PAR changes some masks of the walked maps"

@@ -85,12 +85,15 @@ def test_an_interrupted_stage_resumes_only_with_its_own_settings(run, capsys):
     assert read_stages(out)["cams"]["complete"] and len(list((out / "cams").glob("*.npz"))) == 12
 
 
-def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with():
+@pytest.mark.parametrize(("stage", "added", "neighbour"), [("train_cls", "classifier.prior_bias", "classifier.pooling"),
+                                                      ("pseudo_rw", "affinity.rw_par", "affinity.exp_times")])
+def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with(stage, added, neighbour):
     cfg = RunConfig()
-    before = stage_fingerprint(cfg, "train_cls")
-    assert "classifier.prior_bias" not in before.fields and "classifier.pooling" in before.fields
-    cfg.classifier.prior_bias = True
-    after = stage_fingerprint(cfg, "train_cls")
-    assert after.fields["classifier.prior_bias"] is True
+    before = stage_fingerprint(cfg, stage)
+    assert added not in before.fields and neighbour in before.fields
+    section, name = added.split(".")
+    setattr(getattr(cfg, section), name, True)
+    after = stage_fingerprint(cfg, stage)
+    assert after.fields[added] is True
     assert after.digest != before.digest
-    assert after.changes(before.record()) == ["classifier.prior_bias: \"<unset>\" -> true"]
+    assert after.changes(before.record()) == [f"{added}: \"<unset>\" -> true"]

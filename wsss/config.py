@@ -348,6 +348,9 @@ class AffinityConfig:
         rw_radius: pair radius of the random walk.
         beta: power of the affinities in the transition matrix.
         exp_times: the walk takes ``2 ** exp_times`` steps.
+        rw_par: cut the masks from the PAR-refined propagated maps (:mod:`wsss.affinity.par`, as
+            ``pseudo.par`` does with the CAMs), at the threshold of the maps before PAR; not part of
+            IRN [proj-default: off].
         rw_bg_threshold: background score of the propagated maps (normalised by their maximum);
             None = the best threshold of a sweep on the CAM split (needs ground truth).
     """
@@ -371,6 +374,7 @@ class AffinityConfig:
     rw_radius: int = 5
     beta: float = 10.0
     exp_times: int = 8
+    rw_par: bool = False
     rw_bg_threshold: float | None = 0.25
 
 

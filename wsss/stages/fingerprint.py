@@ -34,7 +34,7 @@ NOT_FINGERPRINTED = {
 }
 # Fields added after runs were recorded without them, with the default that reproduces those runs: at
 # that default a field stays out of the fingerprint, so an older run still matches and resumes.
-ADDED_WITH_DEFAULT = {"classifier.prior_bias": False}
+ADDED_WITH_DEFAULT = {"classifier.prior_bias": False, "affinity.rw_par": False}
 _NOT_ADDED = object()
 DATA_TRAIN = ("data.name", "data.root", "data.train_split", "data.val_split", "data.kwargs",
               "data.skip_bad_images")
@@ -43,7 +43,8 @@ TRAINER = ("trainer.devices", "trainer.num_nodes", "trainer.precision")
 AFFINITY_TRAIN = tuple(f"affinity.{name}" for name in (
     "backbone", "pretrained", "backbone_kwargs", "conf_fg_threshold", "conf_bg_threshold", "conf_crf", "radius",
     "optimizer", "lr", "weight_decay", "momentum", "max_steps", "batch_size", "crop_size", "scale_range"))
-AFFINITY_WALK = ("affinity.rw_radius", "affinity.beta", "affinity.exp_times", "affinity.rw_bg_threshold")
+AFFINITY_WALK = ("affinity.rw_radius", "affinity.beta", "affinity.exp_times", "affinity.rw_par",
+                 "affinity.rw_bg_threshold")
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "train_cls": ("seed", *DATA_TRAIN, *TRAINER, "classifier"),
     "cams": (*DATA_CAM, "cams"),
@@ -80,7 +81,7 @@ def config_fields(cfg: RunConfig, names: tuple[str, ...]) -> dict[str, Any]:
                 if dotted in NOT_FINGERPRINTED or ADDED_WITH_DEFAULT.get(dotted, _NOT_ADDED) == field_value:
                     continue
                 out[dotted] = field_value
-        else:
+        elif ADDED_WITH_DEFAULT.get(name, _NOT_ADDED) != _plain(value):
             out[name] = _plain(value)
     return out
 

@@ -1,5 +1,6 @@
 """Random walk of ``pseudo``: the CAMs propagated with the trained boundary network
-(``OUT/cams_rw/<id>.npz``, same format as ``OUT/cams``), cut into ``OUT/pseudo_rw/<id>.png`` masks."""
+(``OUT/cams_rw/<id>.npz``, same format as ``OUT/cams``), cut into ``OUT/pseudo_rw/<id>.png`` masks
+(PAR-refined first with ``affinity.rw_par``)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def run_pseudo_rw(cfg: RunConfig) -> dict[str, Any]:
                 threshold = DEFAULT_BG_THRESHOLD
         results["pseudo_rw_threshold"] = threshold
         make_pseudo_masks(rw_cam_dir(cfg), dataset, pseudo_rw_dir(cfg), bg_threshold=threshold,
-                          workers=cfg.pseudo.workers, progress=cfg.progress)
+                          workers=cfg.pseudo.workers, progress=cfg.progress, par=a.rw_par)
         if dataset.has_masks():
             result = evaluate_masks(pseudo_rw_dir(cfg), dataset, out_dir=eval_dir(cfg) / "pseudo_rw")
             results["pseudo_rw_miou"] = float(result["miou"])
