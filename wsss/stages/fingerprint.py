@@ -74,15 +74,13 @@ def config_fields(cfg: RunConfig, names: tuple[str, ...]) -> dict[str, Any]:
         value: Any = cfg
         for part in name.split("."):
             value = getattr(value, part)
-        if dataclasses.is_dataclass(value):
-            for f in dataclasses.fields(value):
-                dotted = f"{name}.{f.name}"
-                field_value = _plain(getattr(value, f.name))
-                if dotted in NOT_FINGERPRINTED or ADDED_WITH_DEFAULT.get(dotted, _NOT_ADDED) == field_value:
-                    continue
-                out[dotted] = field_value
-        elif ADDED_WITH_DEFAULT.get(name, _NOT_ADDED) != _plain(value):
-            out[name] = _plain(value)
+        named = ([(f"{name}.{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+                 if dataclasses.is_dataclass(value) else [(name, value)])
+        for dotted, field_value in named:
+            field_value = _plain(field_value)
+            if dotted in NOT_FINGERPRINTED or ADDED_WITH_DEFAULT.get(dotted, _NOT_ADDED) == field_value:
+                continue
+            out[dotted] = field_value
     return out
 
 
