@@ -70,6 +70,27 @@ def test_every_method_is_batched_over_slots_consistently():
     torch.testing.assert_close(chunked, compute_cams(model, x, targets, "features", method="gradcam"))
 
 
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_a_cam_call_restores_each_module_mode_and_parameter_flag(method):
+    # a training model with a frozen part kept in eval mode, as ESOL's expansion path is
+    model = ToyCNN().train()
+    frozen = model.body[0]
+    frozen.eval().requires_grad_(False)
+    seen = {}
+
+    def record(module, _inputs, _output):
+        seen["training"] = [m.training for m in model.modules()]
+        seen["grad"] = torch.is_grad_enabled()
+
+    handle = model.fc.register_forward_hook(record)
+    compute_cams(model, torch.randn(2, 3, 16, 16), torch.tensor([[0], [1]]), "features", method=method)
+    handle.remove()
+    assert not any(seen["training"])
+    assert seen["grad"] == CAM_METHODS[method].uses_gradients
+    assert model.training and not frozen.training and model.body[2].training
+    assert [p.requires_grad for p in model.parameters()] == [False, False, True, True, True, True]
+
+
 def test_multiscale_presets_fuse_flips_differently():
     model = ToyCNN().eval()
     x = torch.randn(1, 3, 16, 16)

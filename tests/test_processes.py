@@ -20,3 +20,17 @@ def test_a_child_whose_parent_is_already_gone_exits_at_once():
 def test_a_child_of_a_live_parent_carries_on():
     live = subprocess.run([sys.executable, "-c", CHILD, str(os.getpid())], capture_output=True, text=True, timeout=60)
     assert live.returncode == 0 and live.stdout.strip() == "alive"
+
+
+def test_the_cam_export_decodes_in_its_own_process_on_the_cpu_unless_told(monkeypatch):
+    import torch
+
+    from wsss.processes import export_loader_workers, loader_workers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert export_loader_workers(None, "auto") == 0 and export_loader_workers(None, "gpu") == 0
+    assert export_loader_workers(3, "cpu") == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert export_loader_workers(None, "cpu") == 0
+    assert export_loader_workers(None, "auto") == loader_workers(None)
+    assert export_loader_workers(0, "gpu") == 0

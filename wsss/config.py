@@ -28,7 +28,8 @@ class DataConfig:
         kwargs: extra keyword arguments of the dataset class (e.g. synthetic generator settings).
         num_workers: DataLoader worker processes of the training, validation and CAM-export loaders;
             None = one per core beyond the first, at most 4 (decoding and augmentation then overlap
-            the model's steps instead of adding to them).
+            the model's steps instead of adding to them); for the CAM export on the CPU None is none
+            (:func:`wsss.processes.export_loader_workers`).
         skip_bad_images: drop unreadable images (logged) instead of stopping with an error.
     """
 
@@ -58,6 +59,11 @@ class TrainerConfig:
         log_every_n_steps: logging period.
         val_every_n_steps: classifier validation period in steps (None = once, after the last step).
         deterministic: ask Lightning/torch for deterministic algorithms.
+        channels_last: keep convolution weights, and so activations, in NHWC order
+            (:func:`wsss.models.network.set_memory_format`) when training, exporting CAMs, walking and
+            evaluating or predicting with the segmenter: oneDNN on the CPU and cuDNN on the GPU run
+            NHWC convolutions faster (``scripts/bench.py train``). Results differ from NCHW only by
+            float rounding, so like the accelerator it is not part of a fingerprint.
     """
 
     accelerator: str = "auto"
@@ -70,6 +76,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     val_every_n_steps: int | None = None
     deterministic: bool = False
+    channels_last: bool = True
 
 
 @dataclass

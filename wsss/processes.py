@@ -56,3 +56,15 @@ def loader_workers(num_workers: int | None) -> int:
     if num_workers is None:
         return max(0, min(4, (os.cpu_count() or 1) - 1))
     return num_workers
+
+
+def export_loader_workers(num_workers: int | None, accelerator: str) -> int:
+    """Loader processes of the CAM export: ``data.num_workers`` when set, else :func:`loader_workers`'
+    default on a GPU and none on the CPU. There an image's forwards at every scale and flip cost many
+    times its decoding, and a loader process takes a share of the few cores from them (on 2 cores one
+    worker made the stage 1.04x to 1.2x slower than none, ``scripts/bench.py export`` and probes)."""
+    import torch
+
+    if num_workers is not None:
+        return num_workers
+    return loader_workers(None) if accelerator != "cpu" and torch.cuda.is_available() else 0

@@ -43,6 +43,7 @@ from wsss.data.palette import colorize, read_mask, write_mask
 from wsss.data.transforms import normalise_image
 from wsss.errors import DataError, StageMissingError, StaleOutputsError, WSSSError
 from wsss.io import atomic_path, atomic_write_json, atomic_write_text, clean_stale_temps
+from wsss.models.network import set_memory_format
 from wsss.models.segmenter import Segmenter
 from wsss.models.weights import read_checkpoint
 from wsss.train.seg_inference import logits_to_mask, predict_logits
@@ -244,7 +245,7 @@ def run_predict(cfg, images: str, ckpt: str | None = None, out: str | None = Non
         raise WSSSError(f"--batch_size must be at least 1, got {batch_size}")
     files = list_images(images)
     model, class_names = load_segmenter(path)
-    model.to(inference_device(cfg.trainer.accelerator))
+    set_memory_format(model, cfg.trainer.channels_last).to(inference_device(cfg.trainer.accelerator))
     inference = inference_from_config(cfg)
     record = {"checkpoint": file_digest(path), "inference": asdict(inference)}
     return predict_folder(model, class_names, files, Path(out) if out else cfg.out_dir / "predict", inference,

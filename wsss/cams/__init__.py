@@ -68,7 +68,7 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
     layer = resolve_layer(model, target_layer) if target_layer is not None else None
     step = chunk_size or images.shape[0]
     chunks = []
-    with inference_state(model):
+    with inference_state(model, CAM_METHODS[method].uses_gradients):
         for start in range(0, images.shape[0], step):
             part = targets[start:start + step]
             raw = CAM_METHODS[method].raw(model, images[start:start + step], part, layer, **options).detach()

@@ -32,19 +32,26 @@ def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def inference_state(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters for the duration of a CAM call; both restored on exit."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
+def inference_state(model: nn.Module, gradients: bool = True) -> Iterator[None]:
+    """Eval mode for the duration of a CAM call, and frozen parameters (``gradients``: the method
+    back-propagates to its activations) or no autograd at all; on exit every module gets back its own
+    mode and every parameter its flag. Only what is in training mode or trainable is touched:
+    ``model.eval()`` and ``model.train()`` on every call walked and reset all modules twice, a fifth of
+    the CAM export stage's time for a model that export already keeps in eval mode."""
+    training = [m for m in model.modules() if m.training]
+    trainable = [p for p in model.parameters() if p.requires_grad] if gradients else []
+    for m in training:
+        m.training = False
+    for p in trainable:
         p.requires_grad_(False)
     try:
-        yield
+        with torch.set_grad_enabled(torch.is_grad_enabled() and gradients):
+            yield
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+        for p in trainable:
+            p.requires_grad_(True)
+        for m in training:
+            m.training = True
 
 
 def _as_map(output: torch.Tensor | tuple) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from wsss.models.weights import read_module_checkpoint
@@ -37,3 +38,11 @@ class BackboneNetwork(nn.Module):
         model = cls(**config)
         model.load_state_dict(state)
         return model
+
+
+def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
+    """``model`` (changed in place and returned) with its 4-D weights in NHWC order when
+    ``channels_last``, else NCHW. A convolution whose weight is NHWC gives an NHWC output, so the whole
+    network runs in that order without converting its input; parameters keep their identity, so an
+    optimiser built before the change still steps them."""
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

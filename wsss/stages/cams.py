@@ -10,7 +10,8 @@ from wsss.cams import CAM_METHODS, CamMethod
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.models.classifier import Classifier
-from wsss.processes import loader_workers
+from wsss.models.network import set_memory_format
+from wsss.processes import export_loader_workers
 from wsss.pseudo.cam_export import export_cams
 from wsss.pseudo.storage import cam_file_ok
 from wsss.stages.common import dataset_for
@@ -35,7 +36,7 @@ def checkpoint_path(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
 
 def load_classifier(cfg: RunConfig, ckpt: str | Path | None = None) -> Classifier:
     """The trained classifier (with its refiners attached) in eval mode."""
-    return Classifier.from_checkpoint(checkpoint_path(cfg, ckpt)).eval()
+    return set_memory_format(Classifier.from_checkpoint(checkpoint_path(cfg, ckpt)), cfg.trainer.channels_last).eval()
 
 
 def own_model_method(cfg: RunConfig) -> CamMethod | None:
@@ -77,7 +78,7 @@ def run_cams(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
             model, dataset, out, method=c.method, scales=c.scales, flip=c.flip, preset=c.preset,
             target_layer=None if own is not None else c.target_layer, mean=model.mean, std=model.std, accelerator=t.accelerator,
             devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, progress=cfg.progress,
-            denoise=c.denoise, num_workers=loader_workers(cfg.data.num_workers),
+            denoise=c.denoise, num_workers=export_loader_workers(cfg.data.num_workers, t.accelerator),
         )
         record.update(stats)
         record["unreadable_images"] = list(dataset.dropped_ids)

@@ -19,6 +19,7 @@ from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
 from wsss.eval.sweep import sweep_cam_thresholds
 from wsss.io import atomic_write_json
+from wsss.models.network import set_memory_format
 from wsss.pseudo.labeler import make_pseudo_masks
 from wsss.pseudo.storage import load_cams, save_cams
 from wsss.stages.cams import cam_dir
@@ -76,7 +77,7 @@ def run_pseudo_rw(cfg: RunConfig) -> dict[str, Any]:
     a = cfg.affinity
     results: dict[str, Any] = {}
     with stage(cfg.out_dir, "pseudo_rw", fingerprint) as record:
-        model = AffinityNet.from_checkpoint(ckpt).eval()
+        model = set_memory_format(AffinityNet.from_checkpoint(ckpt), cfg.trainer.channels_last).eval()
         with torch.no_grad():
             record["cams_rw"] = write_rw_cams(cfg, model)
         dataset = dataset_for(cfg, cfg.data.cam_split)

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from wsss.config import RunConfig
 from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
+from wsss.models.network import set_memory_format
 from wsss.models.segmenter import Segmenter
 from wsss.models.weights import checkpoint_file_ok
 from wsss.stages.common import datamodule_for, dataset_for
@@ -126,7 +127,7 @@ def warn_if_undertrained(cfg: RunConfig, masks: str, seg_miou: float) -> str | N
 def evaluate_checkpoint(cfg: RunConfig, ckpt: Path, out: Path) -> dict[str, Any]:
     """mIoU of a segmenter checkpoint on the val split; predictions, metrics and plots go to ``out``."""
     s = cfg.segmenter
-    model = Segmenter.from_checkpoint(ckpt).eval()
+    model = set_memory_format(Segmenter.from_checkpoint(ckpt), cfg.trainer.channels_last).eval()
     dataset = dataset_for(cfg, cfg.data.val_split)
     evaluate_segmenter(model, dataset, scales=tuple(s.eval_scales), flip=s.eval_flip, crf=s.eval_crf,
                        crf_params=cfg.pseudo.crf_params(), out_dir=out / "pred", progress=cfg.progress)

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from wsss.config import RunConfig
 from wsss.errors import ConfigError, StageMissingError
 from wsss.io import TMP_PREFIX, atomic_path
+from wsss.models.network import set_memory_format
 
 log = logging.getLogger("wsss")
 
@@ -52,12 +53,24 @@ def make_trainer(cfg: RunConfig, save_dir: Path, name: str, max_steps: int, call
     kwargs: dict[str, Any] = dict(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         precision=t.precision, max_steps=max_steps, max_epochs=-1, logger=make_loggers(cfg, save_dir, name),
-        callbacks=callbacks or [], default_root_dir=str(save_dir), log_every_n_steps=t.log_every_n_steps,
+        callbacks=[*(callbacks or []), MemoryFormat(t.channels_last)], default_root_dir=str(save_dir),
+        log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic, enable_progress_bar=cfg.progress, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
         check_val_every_n_epoch=None, val_check_interval=every,
     )
     return pl.Trainer(**kwargs)
+
+
+class MemoryFormat(pl.Callback):
+    """Puts the module in ``trainer.channels_last``'s memory format at setup, before the optimisers
+    are built and a checkpoint is restored into it."""
+
+    def __init__(self, channels_last: bool):
+        self.channels_last = channels_last
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        set_memory_format(pl_module, self.channels_last)
 
 
 class AtomicCheckpoint(ModelCheckpoint):
