@@ -4,6 +4,7 @@ what the NCHW networks give up to float rounding (CNN CAM methods, CAM export, t
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run_config
 
 from wsss.cams import compute_cams
 from wsss.config import RunConfig
@@ -13,7 +14,6 @@ from wsss.models.network import set_memory_format
 from wsss.models.weights import read_checkpoint
 from wsss.pseudo import load_cams
 from wsss.pseudo.cam_export import export_cams
-from wsss.stages import training
 from wsss.stages.cams import load_classifier
 from wsss.stages.train_cls import classifier_ckpt, run_train_cls
 from wsss.stages.train_seg import run_train_seg
@@ -75,28 +75,9 @@ def test_cam_export_writes_the_nchw_files(tmp_path):
 
 
 def tiny(tmp_path, channels_last: bool) -> RunConfig:
-    cfg = RunConfig(out=str(tmp_path / f"run_{channels_last}"), progress=False)
-    cfg.data.root = str(tmp_path / "data")
-    cfg.data.kwargs = {"n_train": 8, "n_val": 4, "image_size": 48}
-    cfg.trainer.accelerator, cfg.trainer.loggers, cfg.trainer.channels_last = "cpu", [], channels_last
-    for section in (cfg.classifier, cfg.segmenter):
-        section.backbone, section.pretrained, section.batch_size, section.crop_size = "resnet10t", False, 4, 48
-        section.max_steps, section.warmup_steps = 3, 0
-    cfg.segmenter.head = "largefov"
+    cfg = tiny_run_config(tmp_path / f"run_{channels_last}", tmp_path / "data", steps=3)
+    cfg.trainer.channels_last = channels_last
     return cfg
-
-
-@pytest.fixture
-def trainers(monkeypatch):
-    made = []
-    real = training.make_trainer
-
-    def make(*args, **kwargs):
-        made.append(real(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(training, "make_trainer", make)
-    return made
 
 
 def test_training_stages_run_in_the_configured_order_and_agree(tmp_path, trainers):

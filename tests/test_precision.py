@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import tiny_run_config
 
 from wsss.config import RunConfig
 from wsss.models.weights import read_checkpoint
-from wsss.stages import training
 from wsss.stages.train_cls import classifier_ckpt, run_train_cls
 from wsss.stages.train_seg import run_train_seg
 
@@ -31,28 +31,9 @@ def test_the_gpu_configs_name_a_mixed_precision():
 
 
 def tiny(tmp_path, precision: str) -> RunConfig:
-    cfg = RunConfig(out=str(tmp_path / "run"), progress=False)
-    cfg.data.root = str(tmp_path / "data")
-    cfg.data.kwargs = {"n_train": 8, "n_val": 4, "image_size": 48}
-    cfg.trainer.accelerator, cfg.trainer.loggers, cfg.trainer.precision = "cpu", [], precision
-    for section in (cfg.classifier, cfg.segmenter):
-        section.backbone, section.pretrained, section.batch_size, section.crop_size = "resnet10t", False, 4, 48
-        section.max_steps, section.warmup_steps = 2, 0
-    cfg.segmenter.head = "largefov"
+    cfg = tiny_run_config(tmp_path / "run", tmp_path / "data")
+    cfg.trainer.precision = precision
     return cfg
-
-
-@pytest.fixture
-def trainers(monkeypatch):
-    made = []
-    real = training.make_trainer
-
-    def make(*args, **kwargs):
-        made.append(real(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(training, "make_trainer", make)
-    return made
 
 
 @pytest.mark.parametrize("precision", config_precisions())
