@@ -7,7 +7,6 @@ import torch
 from helpers import tiny_run_config
 
 from wsss.cams import compute_cams
-from wsss.config import RunConfig
 from wsss.data.synthetic import SyntheticDataset
 from wsss.models.classifier import Classifier
 from wsss.models.network import set_memory_format
@@ -27,6 +26,13 @@ def conv_weights(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1]
 
 
+def in_order(weight: torch.Tensor, channels_last: bool) -> bool:
+    """``weight`` is laid out in the order ``channels_last`` names, and not in the other one."""
+    wanted, other = ((torch.channels_last, torch.contiguous_format) if channels_last
+                     else (torch.contiguous_format, torch.channels_last))
+    return weight.is_contiguous(memory_format=wanted) and not weight.is_contiguous(memory_format=other)
+
+
 def classifier_pair(num_classes: int = 5) -> tuple[Classifier, Classifier]:
     torch.manual_seed(0)
     nchw = Classifier("resnet10t", num_classes).eval()
@@ -38,15 +44,14 @@ def classifier_pair(num_classes: int = 5) -> tuple[Classifier, Classifier]:
 def test_set_memory_format_switches_the_order_and_back():
     nchw, nhwc = classifier_pair()
     weights = conv_weights(nhwc)
-    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-                           for w in weights)
-    assert all(w.is_contiguous() for w in conv_weights(nchw))
+    assert weights and all(in_order(w, True) for w in weights)
+    assert all(in_order(w, False) for w in conv_weights(nchw))
     x = torch.randn(2, 3, 64, 64)
     features = nhwc.backbone(x).final
     assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
     torch.testing.assert_close(nhwc(x), nchw(x), rtol=1e-4, atol=1e-5)
     set_memory_format(nhwc, False)
-    assert all(w.is_contiguous() for w in conv_weights(nhwc))
+    assert all(in_order(w, False) for w in conv_weights(nhwc))
 
 
 @pytest.mark.parametrize("method", CNN_METHODS)
@@ -74,27 +79,21 @@ def test_cam_export_writes_the_nchw_files(tmp_path):
         np.testing.assert_allclose(b, a, atol=2e-3)
 
 
-def tiny(tmp_path, channels_last: bool) -> RunConfig:
-    cfg = tiny_run_config(tmp_path / f"run_{channels_last}", tmp_path / "data", steps=3)
-    cfg.trainer.channels_last = channels_last
-    return cfg
-
-
 def test_training_stages_run_in_the_configured_order_and_agree(tmp_path, trainers):
     states = {}
     for channels_last in (True, False):
-        cfg = tiny(tmp_path, channels_last)
+        cfg = tiny_run_config(tmp_path / f"run_{channels_last}", tmp_path / "data", steps=3)
+        cfg.trainer.channels_last = channels_last
         run_train_cls(cfg)
         run_train_seg(cfg, "gt")
         for trainer in trainers[-2:]:
             assert trainer.global_step == 3
             weights = conv_weights(trainer.lightning_module)
-            assert weights and all(w.is_contiguous(memory_format=torch.channels_last) != w.is_contiguous()
-                                   and w.is_contiguous() != channels_last for w in weights)
-        loaded = conv_weights(load_classifier(cfg))
-        assert all(w.is_contiguous() != channels_last for w in loaded)
-        states[channels_last] = [read_checkpoint(path, kind)["state_dict"] for path, kind in
-                                 ((classifier_ckpt(cfg), "classifier"), (cfg.out_dir / "segmenter_gt" / "segmenter.ckpt", "segmenter"))]
+            assert weights and all(in_order(w, channels_last) for w in weights)
+        assert all(in_order(w, channels_last) for w in conv_weights(load_classifier(cfg)))
+        checkpoints = ((classifier_ckpt(cfg), "classifier"),
+                       (cfg.out_dir / "segmenter_gt" / "segmenter.ckpt", "segmenter"))
+        states[channels_last] = [read_checkpoint(path, kind)["state_dict"] for path, kind in checkpoints]
     for nhwc, nchw in zip(states[True], states[False]):
         for key, value in nchw.items():
             torch.testing.assert_close(nhwc[key], value, rtol=1e-3, atol=1e-4)

@@ -36,7 +36,8 @@ def checkpoint_path(cfg: RunConfig, ckpt: str | Path | None = None) -> Path:
 
 def load_classifier(cfg: RunConfig, ckpt: str | Path | None = None) -> Classifier:
     """The trained classifier (with its refiners attached) in eval mode."""
-    return set_memory_format(Classifier.from_checkpoint(checkpoint_path(cfg, ckpt)), cfg.trainer.channels_last).eval()
+    model = Classifier.from_checkpoint(checkpoint_path(cfg, ckpt))
+    return set_memory_format(model, cfg.trainer.channels_last).eval()
 
 
 def own_model_method(cfg: RunConfig) -> CamMethod | None:

@@ -8,8 +8,8 @@ are never mixed. ``wsss compare`` computes the same fingerprints before running 
 entries with equal fingerprints share a stage's outputs.
 
 Fields that only change how fast or how verbosely a stage runs (workers, loggers, progress bars,
-the accelerator, the memory format) are not part of a fingerprint; nor are the evaluation settings of the segmenter,
-whose evaluation is rerun every time.
+the accelerator, the memory format) are not part of a fingerprint; nor are the evaluation settings
+of the segmenter, whose evaluation is rerun every time.
 """
 
 from __future__ import annotations
