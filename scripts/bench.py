@@ -355,8 +355,14 @@ def bench_export(repeats: int) -> None:
 
 QUALITY_ROWS = [("seed CAM (best threshold)", "pseudo", "seed_cam_miou"),
                 ("+ PAR", "pseudo", "pseudo_par_miou"),
-                ("+ random walk (IRN)", "pseudo_rw", "pseudo_rw_miou"),
+                ("+ random walk", "pseudo_rw", "pseudo_rw_miou"),
                 ("+ dense CRF", "pseudo", "pseudo_crf_miou")]
+
+
+def walk_label(affinity) -> str:
+    """The random-walk row's label: which background competes with the walked classes, and PAR."""
+    walk = {"threshold": "IRN", "walk": "walked background, PSA"}[affinity.rw_background]
+    return f"+ random walk ({walk})" + ", then PAR" * affinity.rw_par
 
 
 def bench_quality(data: str, config: str, out: str | None) -> None:
@@ -375,7 +381,7 @@ def bench_quality(data: str, config: str, out: str | None) -> None:
     wall = time.perf_counter() - start
     records = read_stages(cfg.out_dir)
     seg = f"train_seg_{masks_name(cfg.segmenter.masks)}"
-    rows = [(label + ", then PAR" * (stage == "pseudo_rw" and cfg.affinity.rw_par), records.get(stage, {}).get(key))
+    rows = [(walk_label(cfg.affinity) if stage == "pseudo_rw" else label, records.get(stage, {}).get(key))
             for label, stage, key in QUALITY_ROWS]
     rows += [(f"segmenter on {cfg.segmenter.masks} (val)", records.get(seg, {}).get("miou")),
              ("fully supervised (val)", records.get("train_seg_gt", {}).get("miou"))]

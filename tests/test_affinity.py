@@ -34,6 +34,7 @@ import torch
 from wsss.affinity import PairGrid, confident_labels, par_cams, par_refine, random_walk
 from wsss.affinity.losses import affinity_loss, reduce_labels
 from wsss.affinity.network import AffinityNet
+from wsss.affinity.propagate import RATIO_ARGMAX, background_score, foreground_ratio, propagate_cams
 from wsss.cli import main
 from wsss.data.base import read_image
 from wsss.data.palette import read_mask
@@ -87,6 +88,63 @@ def test_random_walk_equals_the_official_code(ref):
     # the ridge at column 6 separates the two sides: values differ across it, not along a side
     out = ref["rw_out_float64"]
     assert np.ptp(out[:, :, 8:], axis=(1, 2)).max() < 0.05 < np.abs(out[:, :, 2] - out[:, :, 10]).max()
+
+
+class _FixedBoundary:
+    """Stands in for a trained AffinityNet: the same boundary map for every image."""
+
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+    def __init__(self, boundary):
+        self.map = boundary
+
+    def boundary(self, image):
+        return self.map
+
+
+def test_the_walked_background_ratio_is_psas_argmax_at_one_half_and_scales_the_background_elsewhere():
+    walked = torch.rand(4, 9, 11, generator=torch.Generator().manual_seed(0))  # background, then 3 classes
+    class_ids = np.array([2, 5, 7])
+    ratio = foreground_ratio(walked).numpy()
+    psa = np.concatenate([[0], class_ids])[walked.numpy().argmax(0)]
+    np.testing.assert_array_equal(cams_to_mask(ratio, class_ids, bg_threshold=RATIO_ARGMAX), psa)
+    scaled = walked.clone()
+    scaled[0] *= 0.3 / 0.7
+    np.testing.assert_array_equal(cams_to_mask(ratio, class_ids, bg_threshold=0.3),
+                                  np.concatenate([[0], class_ids])[scaled.numpy().argmax(0)])
+    cams = torch.tensor([[[0.2, 1.0]], [[0.5, 0.0]]])
+    torch.testing.assert_close(background_score(cams, 2.0), torch.tensor([[[0.25, 0.0]]]))
+
+
+def test_a_walked_background_stops_at_a_boundary_and_crosses_where_there_is_none():
+    image = np.zeros((64, 64, 3), np.uint8)
+    cams = np.zeros((1, 64, 64), np.float32)
+    cams[:, :, :32] = 1.0  # the class fills the left half, the background score the right half
+    wall = torch.zeros(16, 16)
+    wall[:, 8] = 1.0
+    walled = propagate_cams(_FixedBoundary(wall), image, cams, exp_times=4, background="walk", bg_power=1.0)
+    open_ = propagate_cams(_FixedBoundary(torch.zeros(16, 16)), image, cams, exp_times=4, background="walk",
+                           bg_power=1.0)
+    assert walled.shape == (1, 64, 64)
+    assert walled[0, :, :28].min() > 0.99 and walled[0, :, 36:].max() < 1e-6
+    assert open_[0, :, 36:44].min() > 0.01 and open_[0, :, 20:28].max() < 0.99
+    mask = cams_to_mask(walled, np.array([3]), bg_threshold=RATIO_ARGMAX)
+    assert (mask[:, :28] == 3).all() and (mask[:, 36:] == 0).all()
+    irn = propagate_cams(_FixedBoundary(wall), image, cams, exp_times=4)
+    assert irn.max() == pytest.approx(1.0) and not np.allclose(irn, walled)
+    with pytest.raises(ValueError, match="background must be one of"):
+        propagate_cams(_FixedBoundary(wall), image, cams, background="psa")
+
+
+def test_par_on_the_walked_background_refines_it_with_the_classes():
+    image = _step_image(64, 32)
+    cams = np.zeros((1, 64, 64), np.float32)
+    cams[:, :, :32] = 1.0
+    model = _FixedBoundary(torch.zeros(16, 16))
+    plain = propagate_cams(model, image, cams, exp_times=1, background="walk", bg_power=1.0)  # a soft edge
+    refined = propagate_cams(model, image, cams, exp_times=1, background="walk", bg_power=1.0, par=True)
+    step = (np.arange(64) < 32).astype(np.float32)
+    assert np.abs(refined - step).mean() < 0.8 * np.abs(plain - step).mean()
 
 
 def test_pairs_relation_labels_and_training_affinities_equal_the_official_code(ref):
@@ -230,3 +288,20 @@ def test_a_killed_train_aff_resumes_and_its_masks_feed_the_segmenter(tmp_path, m
         np.testing.assert_array_equal(read_mask(mask_file), expected)
         moved += int((expected != cams_to_mask(walked, class_ids, bg_threshold=record["pseudo_rw_threshold"])).any())
     assert moved > 0, "PAR changes some masks of the walked maps"
+
+    walks = []
+
+    def recorded(model, image, cams, **walk):
+        walks.append(walk)
+        return ramps(model, image, cams)
+
+    monkeypatch.setattr(pseudo_rw, "propagate_cams", recorded)
+    assert main(["pseudo", *base, "--affinity.rw_par", "true", "--affinity.rw_background", "walk",
+                 "--affinity.rw_bg_power", "0.8", "--overwrite", "pseudo-rw"]) == 0
+    record = read_stages(out)["pseudo_rw"]
+    assert record["made_from"]["fields"]["affinity.rw_background"] == "walk"
+    assert len(walks) == 12 and {(w["background"], w["bg_power"], w["par"]) for w in walks} == {("walk", 0.8, True)}
+    for mask_file in sorted((out / "pseudo_rw").glob("*.png")):  # PAR ran in the walk, not again on the masks
+        walked, class_ids = load_cams(out / "cams_rw" / f"{mask_file.stem}.npz")
+        np.testing.assert_array_equal(read_mask(mask_file),
+                                      cams_to_mask(walked, class_ids, bg_threshold=record["pseudo_rw_threshold"]))

@@ -159,6 +159,8 @@ def test_4_files_that_are_not_what_they_claim(folder, tmp_path, capsys):
     assert_clean_error(code, err, f"{out / 'cams'} is a file where stage cams writes a folder")
     code, err = run(capsys, "train-cls", tmp_path / "o4", folder, "--classifier.batch_size", "0")
     assert_clean_error(code, err, "classifier.batch_size must be an integer >= 1; got 0")
+    code, err = run(capsys, "pseudo", tmp_path / "o4", folder, "--affinity.rw_background", "psa")
+    assert_clean_error(code, err, "affinity.rw_background must be one of threshold, walk; got 'psa'")
 
 
 def test_4_a_cam_file_of_another_dataset_is_named(folder, tmp_path, capsys):

@@ -85,15 +85,19 @@ def test_an_interrupted_stage_resumes_only_with_its_own_settings(run, capsys):
     assert read_stages(out)["cams"]["complete"] and len(list((out / "cams").glob("*.npz"))) == 12
 
 
-@pytest.mark.parametrize(("stage", "added", "neighbour"), [("train_cls", "classifier.prior_bias", "classifier.pooling"),
-                                                      ("pseudo_rw", "affinity.rw_par", "affinity.exp_times")])
-def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with(stage, added, neighbour):
+@pytest.mark.parametrize(("stage", "added", "neighbour", "value", "shown"), [
+    ("train_cls", "classifier.prior_bias", "classifier.pooling", True, "true"),
+    ("pseudo_rw", "affinity.rw_par", "affinity.exp_times", True, "true"),
+    ("pseudo_rw", "affinity.rw_background", "affinity.exp_times", "walk", '"walk"'),
+    ("pseudo_rw", "affinity.rw_bg_power", "affinity.exp_times", 0.8, "0.8")])
+def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with(stage, added, neighbour,
+                                                                                          value, shown):
     cfg = RunConfig()
     before = stage_fingerprint(cfg, stage)
     assert added not in before.fields and neighbour in before.fields
     section, name = added.split(".")
-    setattr(getattr(cfg, section), name, True)
+    setattr(getattr(cfg, section), name, value)
     after = stage_fingerprint(cfg, stage)
-    assert after.fields[added] is True
+    assert after.fields[added] == value
     assert after.digest != before.digest
-    assert after.changes(before.record()) == [f"{added}: \"<unset>\" -> true"]
+    assert after.changes(before.record()) == [f"{added}: \"<unset>\" -> {shown}"]

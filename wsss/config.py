@@ -355,11 +355,20 @@ class AffinityConfig:
         rw_radius: pair radius of the random walk.
         beta: power of the affinities in the transition matrix.
         exp_times: the walk takes ``2 ** exp_times`` steps.
-        rw_par: cut the masks from the PAR-refined propagated maps (:mod:`wsss.affinity.par`, as
-            ``pseudo.par`` does with the CAMs), at the threshold of the maps before PAR; not part of
-            IRN [proj-default: off].
-        rw_bg_threshold: background score of the propagated maps (normalised by their maximum);
-            None = the best threshold of a sweep on the CAM split (needs ground truth).
+        rw_background: ``threshold`` (IRN): the classes are walked and a constant background score
+            (``rw_bg_threshold``) competes with them; ``walk`` (PSA, Ahn & Kwak 2018): a background
+            channel ``(1 - max cam) ** rw_bg_power`` is walked with them, and ``OUT/cams_rw`` holds
+            ``fg / (fg + bg)``, whose threshold 0.5 is PSA's argmax (see
+            :func:`wsss.affinity.propagate.foreground_ratio`). Not part of IRN.
+        rw_bg_power: ``alpha`` of the walked background (PSA: 16 for VOC CAMs, best seed threshold
+            about 0.15; lower for CAMs whose best threshold is high); only with ``walk``.
+        rw_par: PAR (:mod:`wsss.affinity.par`, as ``pseudo.par`` does with the CAMs) on the walk's
+            result: with ``threshold``, the masks are cut from the PAR-refined maps at the threshold
+            of the maps before PAR; with ``walk``, the walked background and classes are refined
+            together before their ratio is stored. Not part of IRN [proj-default: off].
+        rw_bg_threshold: background score of the propagated maps (``threshold``: the maps normalised
+            by their maximum; ``walk``: the ratio maps, 0.5 = argmax); None = the best threshold of a
+            sweep on the CAM split (needs ground truth), else 0.25 (``threshold``) or 0.5 (``walk``).
     """
 
     enabled: bool = False
@@ -381,8 +390,20 @@ class AffinityConfig:
     rw_radius: int = 5
     beta: float = 10.0
     exp_times: int = 8
+    rw_background: str = "threshold"
+    rw_bg_power: float = 16.0
     rw_par: bool = False
     rw_bg_threshold: float | None = 0.25
+
+    def __post_init__(self) -> None:
+        from wsss.affinity.propagate import RW_BACKGROUNDS
+        from wsss.errors import ConfigError
+
+        if self.rw_background not in RW_BACKGROUNDS:
+            raise ConfigError(f"affinity.rw_background must be one of {', '.join(RW_BACKGROUNDS)}; "
+                              f"got {self.rw_background!r}")
+        if self.rw_bg_power <= 0:
+            raise ConfigError(f"affinity.rw_bg_power must be > 0; got {self.rw_bg_power!r}")
 
 
 @dataclass

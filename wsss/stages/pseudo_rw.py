@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from wsss.affinity.network import AffinityNet
-from wsss.affinity.propagate import propagate_cams
+from wsss.affinity.propagate import RATIO_ARGMAX, propagate_cams
 from wsss.config import RunConfig
 from wsss.data.base import read_image
 from wsss.errors import StageMissingError
@@ -58,7 +58,8 @@ def write_rw_cams(cfg: RunConfig, model: AffinityNet) -> dict[str, int]:
     for image_id in tqdm(pending, desc="random walk -> cams_rw", unit="img", disable=not cfg.progress):
         cams, class_ids = load_cams(cam_dir(cfg) / f"{image_id}.npz")
         walked = propagate_cams(model, read_image(dataset.image_path(image_id)), cams, radius=a.rw_radius,
-                                beta=a.beta, exp_times=a.exp_times)
+                                beta=a.beta, exp_times=a.exp_times, background=a.rw_background,
+                                bg_power=a.rw_bg_power, par=a.rw_par)
         save_cams(out / f"{image_id}.npz", walked, class_ids)
     return {"written": len(pending), "skipped": len(dataset.ids) - len(pending)}
 
@@ -89,10 +90,11 @@ def run_pseudo_rw(cfg: RunConfig) -> dict[str, Any]:
                 atomic_write_json(eval_dir(cfg) / "cams_rw" / "sweep.json", sweep._asdict())
                 threshold = sweep.threshold
             else:
-                threshold = DEFAULT_BG_THRESHOLD
+                threshold = RATIO_ARGMAX if a.rw_background == "walk" else DEFAULT_BG_THRESHOLD
         results["pseudo_rw_threshold"] = threshold
         make_pseudo_masks(rw_cam_dir(cfg), dataset, pseudo_rw_dir(cfg), bg_threshold=threshold,
-                          workers=cfg.pseudo.workers, progress=cfg.progress, par=a.rw_par)
+                          workers=cfg.pseudo.workers, progress=cfg.progress,
+                          par=a.rw_par and a.rw_background == "threshold")
         if dataset.has_masks():
             result = evaluate_masks(pseudo_rw_dir(cfg), dataset, out_dir=eval_dir(cfg) / "pseudo_rw")
             results["pseudo_rw_miou"] = float(result["miou"])
