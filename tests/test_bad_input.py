@@ -228,7 +228,7 @@ def test_7_wsss_pseudo_help_lists_what_the_stage_reads():
     assert "--pseudo.bg_threshold" in proc.stdout and "--overwrite" in proc.stdout
     assert "--classifier." not in proc.stdout and "--segmenter." not in proc.stdout
     assert "--affinity.beta" in proc.stdout and "--affinity.lr" not in proc.stdout
-    assert len(proc.stdout.splitlines()) < 90
+    assert len(proc.stdout.splitlines()) < 100  # every section (`wsss pipeline --help`) is about 300
 
 
 def test_7_a_stage_prints_no_third_party_noise_and_loads_checkpoints_weights_only(folder, tmp_path):

@@ -355,20 +355,14 @@ class AffinityConfig:
         rw_radius: pair radius of the random walk.
         beta: power of the affinities in the transition matrix.
         exp_times: the walk takes ``2 ** exp_times`` steps.
-        rw_background: ``threshold`` (IRN): the classes are walked and a constant background score
-            (``rw_bg_threshold``) competes with them; ``walk`` (PSA, Ahn & Kwak 2018): a background
-            channel ``(1 - max cam) ** rw_bg_power`` is walked with them, and ``OUT/cams_rw`` holds
-            ``fg / (fg + bg)``, whose threshold 0.5 is PSA's argmax (see
-            :func:`wsss.affinity.propagate.foreground_ratio`). Not part of IRN.
-        rw_bg_power: ``alpha`` of the walked background (PSA: 16 for VOC CAMs, best seed threshold
-            about 0.15; lower for CAMs whose best threshold is high); only with ``walk``.
-        rw_par: PAR (:mod:`wsss.affinity.par`, as ``pseudo.par`` does with the CAMs) on the walk's
-            result: with ``threshold``, the masks are cut from the PAR-refined maps at the threshold
-            of the maps before PAR; with ``walk``, the walked background and classes are refined
-            together before their ratio is stored. Not part of IRN [proj-default: off].
-        rw_bg_threshold: background score of the propagated maps (``threshold``: the maps normalised
-            by their maximum; ``walk``: the ratio maps, 0.5 = argmax); None = the best threshold of a
-            sweep on the CAM split (needs ground truth), else 0.25 (``threshold``) or 0.5 (``walk``).
+        rw_background: ``threshold`` (IRN): a constant background score competes with the walked
+            classes; ``walk`` (PSA, not IRN): ``(1 - max cam) ** rw_bg_power`` is walked with them and
+            ``OUT/cams_rw`` holds ``fg / (fg + bg)`` (0.5 = PSA's argmax).
+        rw_bg_power: PSA's ``alpha`` (16 for VOC CAMs); only with ``walk``.
+        rw_par: PAR on the walked maps (``threshold``: at the threshold found before PAR; ``walk``:
+            background and classes together, before the sweep). Not IRN [proj-default: off].
+        rw_bg_threshold: background score of the walked maps; None = the best threshold of a sweep
+            on the CAM split (needs ground truth), else 0.25 (``threshold``) or 0.5 (``walk``).
     """
 
     enabled: bool = False
