@@ -359,10 +359,10 @@ QUALITY_ROWS = [("seed CAM (best threshold)", "pseudo", "seed_cam_miou"),
                 ("+ dense CRF", "pseudo", "pseudo_crf_miou")]
 
 
-def walk_label(affinity) -> str:
-    """The random-walk row's label: which background competes with the walked classes, and PAR."""
+def walk_detail(affinity) -> str:
+    """What the random-walk row's label adds: the background that competes with the walked classes, and PAR."""
     walk = {"threshold": "IRN", "walk": "walked background, PSA"}[affinity.rw_background]
-    return f"+ random walk ({walk})" + ", then PAR" * affinity.rw_par
+    return f" ({walk})" + ", then PAR" * affinity.rw_par
 
 
 def bench_quality(data: str, config: str, out: str | None) -> None:
@@ -381,7 +381,7 @@ def bench_quality(data: str, config: str, out: str | None) -> None:
     wall = time.perf_counter() - start
     records = read_stages(cfg.out_dir)
     seg = f"train_seg_{masks_name(cfg.segmenter.masks)}"
-    rows = [(walk_label(cfg.affinity) if stage == "pseudo_rw" else label, records.get(stage, {}).get(key))
+    rows = [(label + walk_detail(cfg.affinity) * (stage == "pseudo_rw"), records.get(stage, {}).get(key))
             for label, stage, key in QUALITY_ROWS]
     rows += [(f"segmenter on {cfg.segmenter.masks} (val)", records.get(seg, {}).get("miou")),
              ("fully supervised (val)", records.get("train_seg_gt", {}).get("miou"))]

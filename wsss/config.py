@@ -327,6 +327,9 @@ class PseudoConfig:
                     bi_sxy=self.crf_bi_sxy, bi_srgb=self.crf_bi_srgb, bi_compat=self.crf_bi_compat)
 
 
+RW_BACKGROUNDS = ("threshold", "walk")  # affinity.rw_background; here so that a config needs no torch
+
+
 @dataclass
 class AffinityConfig:
     """IRN-style affinity (Ahn et al., CVPR 2019): stage ``train-aff`` learns class boundaries from the
@@ -390,7 +393,6 @@ class AffinityConfig:
     rw_bg_threshold: float | None = 0.25
 
     def __post_init__(self) -> None:
-        from wsss.affinity.propagate import RW_BACKGROUNDS
         from wsss.errors import ConfigError
 
         if self.rw_background not in RW_BACKGROUNDS:

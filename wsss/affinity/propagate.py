@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from wsss.affinity.network import STRIDE, AffinityNet
 from wsss.affinity.par import par_cams
 from wsss.affinity.random_walk import random_walk
+from wsss.config import RW_BACKGROUNDS
 from wsss.data.transforms import normalise_image
 
-RW_BACKGROUNDS = ("threshold", "walk")
 RATIO_ARGMAX = 0.5  # the threshold of foreground_ratio maps that is the plain argmax
 
 
@@ -64,8 +64,9 @@ def propagate_cams(model: AffinityNet, image: np.ndarray, cams: np.ndarray, radi
         small = torch.cat([bg, small])
     walked = random_walk(small, boundary, radius=radius, beta=beta, exp_times=exp_times)
     up = F.interpolate(walked[None], scale_factor=STRIDE, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    up = up / up.max().clamp_min(1e-12)  # IRN's threshold and PAR's input need [0, 1]; the ratio is scale-free
     if background == "threshold":
-        return (up / up.max().clamp_min(1e-12)).clamp_(0, 1).numpy()
+        return up.clamp_(0, 1).numpy()
     if par:
-        up = torch.from_numpy(par_cams(image, (up / up.max().clamp_min(1e-12)).numpy()))
+        up = torch.from_numpy(par_cams(image, up.numpy()))
     return foreground_ratio(up).clamp_(0, 1).numpy()
