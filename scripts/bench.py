@@ -1,7 +1,7 @@
 """Speed and size benchmarks: ours against the reference on the same input, ratios from one run; and
 the quality of the whole pipeline on a real folder dataset.
 
-    python scripts/bench.py [cams|pseudo|train|export|all] [--repeats N]
+    python scripts/bench.py [cams|pseudo|train|export|walk|all] [--repeats N]
     python scripts/bench.py train --data DIR
     python scripts/bench.py quality --data DIR [--config configs/ccp9.yaml] [--out runs/bench_quality]
 
@@ -21,6 +21,8 @@ weights in NCHW order (the speed-up of ``trainer.channels_last``).
 ``export``: the ``cams`` stage (decode, multi-scale + flip, CAM method, files) against the bare no-grad
 forwards its scales need on prepared tensors, and the stage with one loader worker against its CPU
 default of none.
+``walk``: the random walk of ``wsss pseudo`` (boundary network, 2^4 steps with the walked background,
+PAR; ``OUT/cams_rw`` files) over the worker pool against one process, on the same images.
 ``quality`` (not part of ``all``): ``wsss pipeline`` on the folder dataset DIR with the budget of
 ``--config`` (its step counts and sizes; ``affinity``, ``pseudo.par`` and the fully supervised segmenter
 are switched on), then the seed CAM, +PAR, +random walk, +CRF (train split), segmenter and fully
@@ -188,6 +190,41 @@ def bench_pseudo(repeats: int) -> None:
            ("CAM file per image (npz float16, 3 classes)", f"{ours / 1024:8.1f} KiB"),
            ("float32 all-class maps (20 classes)", f"{full / 1024:8.1f} KiB"),
            ("size ratio float32 all-class / ours", f"{full / ours:.1f}x")])
+
+
+def bench_walk(repeats: int) -> None:
+    from PIL import Image
+
+    from wsss.affinity.network import AffinityNet
+    from wsss.pseudo import save_cams
+    from wsss.pseudo.labeler import run_pool
+    from wsss.stages.pseudo_rw import WalkJob, walk_one
+
+    n, (h, w) = 24, (240, 320)
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        net = AffinityNet("efficientnet_lite0")
+        ckpt = tmp / "affinity.ckpt"
+        torch.save({"hyper_parameters": {"model_config": net.config},
+                    "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp / f"{i}.jpg")
+            save_cams(tmp / f"{i}.npz", rng.random((3, h, w), dtype=np.float32), np.array([1, 4, 7]))
+        runs = iter(range(10 ** 6))
+
+        def walk(processes: int):
+            out = tmp / f"out{next(runs)}"
+            jobs = [WalkJob(str(i), tmp / f"{i}.npz", tmp / f"{i}.jpg", out / f"{i}.npz", ckpt, True, 5, 10.0, 4,
+                            "walk", 0.8, True) for i in range(n)]
+            run_pool(walk_one, jobs, processes, "walk", progress=False)
+
+        t_pool, t_loop = timed_interleaved([lambda: walk(workers), lambda: walk(1)], repeats)
+    print(f"walk: {n} images {w}x{h}, 3 classes, 2^4 steps, walked background, PAR, {workers} workers")
+    table([("pool", f"{n / t_pool:8.1f} img/s"), ("single process", f"{n / t_loop:8.1f} img/s"),
+           ("pool / single-process throughput", f"{t_loop / t_pool:.2f}x")])
 
 
 def stage_throughput(run, cfg, section, warmup: int) -> tuple[float, object]:
@@ -401,7 +438,7 @@ def bench_quality(data: str, config: str, out: str | None) -> None:
 
 SECTIONS = {"cams": lambda args: bench_cams(args.repeats), "pseudo": lambda args: bench_pseudo(args.repeats),
             "train": lambda args: bench_train(args.repeats, args.data),
-            "export": lambda args: bench_export(args.repeats)}
+            "export": lambda args: bench_export(args.repeats), "walk": lambda args: bench_walk(args.repeats)}
 
 
 def main() -> None:

@@ -268,6 +268,13 @@ def test_a_killed_train_aff_resumes_and_its_masks_feed_the_segmenter(tmp_path, m
     record = read_stages(out)["train_seg_pseudo_rw"]
     assert record["made_from"]["inputs"]["pseudo_rw"] == stages["pseudo_rw"]["fingerprint"]
     assert main(["pseudo", *base, "--affinity.beta", "5"]) == 2  # a changed walk setting is not mixed in
+    walked_here = {f.name: load_cams(f) for f in sorted((out / "cams_rw").glob("*.npz"))}
+    assert main(["pseudo", *base, "--pseudo.workers", "2", "--overwrite", "pseudo-rw"]) == 0
+    assert sorted(p.name for p in (out / "cams_rw").glob("*.npz")) == sorted(walked_here)
+    for name, (maps, class_ids) in walked_here.items():  # the pool's workers walk the same maps
+        pooled, pooled_ids = load_cams(out / "cams_rw" / name)
+        np.testing.assert_allclose(pooled, maps, atol=2e-3)
+        np.testing.assert_array_equal(pooled_ids, class_ids)
 
     from wsss.stages import pseudo_rw
 

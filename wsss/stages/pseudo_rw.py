@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from wsss.affinity.network import AffinityNet
 from wsss.affinity.propagate import RATIO_ARGMAX, propagate_cams
@@ -20,7 +21,7 @@ from wsss.eval.evaluate import evaluate_masks
 from wsss.eval.sweep import sweep_cam_thresholds
 from wsss.io import atomic_write_json
 from wsss.models.network import set_memory_format
-from wsss.pseudo.labeler import make_pseudo_masks
+from wsss.pseudo.labeler import make_pseudo_masks, run_pool
 from wsss.pseudo.storage import load_cams, save_cams
 from wsss.stages.cams import cam_dir
 from wsss.stages.common import dataset_for, pending_from_cams
@@ -50,18 +51,53 @@ def pseudo_rw_fingerprint(cfg: RunConfig, cams: str | None = None, train_aff: st
     return stage_fingerprint(cfg, "pseudo_rw", {"cams": cams, "train_aff": train_aff})
 
 
-def write_rw_cams(cfg: RunConfig, model: AffinityNet) -> dict[str, int]:
-    """``OUT/cams_rw/<id>.npz`` for every image of the CAM split; files already made are kept."""
+@dataclass(frozen=True)
+class WalkJob:
+    """One image's random walk (plain data: picklable for the pool; each worker loads the network once)."""
+
+    image_id: str
+    cam_path: Path
+    image_path: Path
+    out_path: Path
+    ckpt: Path
+    channels_last: bool
+    radius: int
+    beta: float
+    exp_times: int
+    background: str
+    bg_power: float
+    par: bool
+
+
+@functools.lru_cache(maxsize=1)
+def boundary_net(ckpt: Path, channels_last: bool) -> AffinityNet:
+    return set_memory_format(AffinityNet.from_checkpoint(ckpt), channels_last).eval()
+
+
+def walk_one(job: WalkJob) -> str:
+    cams, class_ids = load_cams(job.cam_path)
+    with torch.no_grad():
+        walked = propagate_cams(boundary_net(job.ckpt, job.channels_last), read_image(job.image_path), cams,
+                                radius=job.radius, beta=job.beta, exp_times=job.exp_times,
+                                background=job.background, bg_power=job.bg_power, par=job.par)
+    save_cams(job.out_path, walked, class_ids)
+    return job.image_id
+
+
+def write_rw_cams(cfg: RunConfig) -> dict[str, int]:
+    """``OUT/cams_rw/<id>.npz`` for every image of the CAM split, over ``pseudo.workers`` processes
+    (the walk's sparse products and PAR use one core each); files already made are kept."""
     a = cfg.affinity
     out = rw_cam_dir(cfg)
     dataset, pending = pending_from_cams(cfg, cam_dir(cfg), out, ".npz")
-    for image_id in tqdm(pending, desc="random walk -> cams_rw", unit="img", disable=not cfg.progress):
-        cams, class_ids = load_cams(cam_dir(cfg) / f"{image_id}.npz")
-        walked = propagate_cams(model, read_image(dataset.image_path(image_id)), cams, radius=a.rw_radius,
-                                beta=a.beta, exp_times=a.exp_times, background=a.rw_background,
-                                bg_power=a.rw_bg_power, par=a.rw_par)
-        save_cams(out / f"{image_id}.npz", walked, class_ids)
-    return {"written": len(pending), "skipped": len(dataset.ids) - len(pending)}
+    jobs = [WalkJob(i, cam_dir(cfg) / f"{i}.npz", dataset.image_path(i), out / f"{i}.npz", affinity_ckpt(cfg),
+                    cfg.trainer.channels_last, a.rw_radius, a.beta, a.exp_times, a.rw_background, a.rw_bg_power,
+                    a.rw_par) for i in pending]
+    try:
+        run_pool(walk_one, jobs, cfg.pseudo.workers, "random walk -> cams_rw", cfg.progress)
+    finally:  # a later train-aff may rewrite the checkpoint at the same path
+        boundary_net.cache_clear()
+    return {"written": len(jobs), "skipped": len(dataset.ids) - len(jobs)}
 
 
 def run_pseudo_rw(cfg: RunConfig) -> dict[str, Any]:
@@ -78,9 +114,7 @@ def run_pseudo_rw(cfg: RunConfig) -> dict[str, Any]:
     a = cfg.affinity
     results: dict[str, Any] = {}
     with stage(cfg.out_dir, "pseudo_rw", fingerprint) as record:
-        model = set_memory_format(AffinityNet.from_checkpoint(ckpt), cfg.trainer.channels_last).eval()
-        with torch.no_grad():
-            record["cams_rw"] = write_rw_cams(cfg, model)
+        record["cams_rw"] = write_rw_cams(cfg)
         dataset = dataset_for(cfg, cfg.data.cam_split)
         threshold = a.rw_bg_threshold
         if threshold is None:
