@@ -86,7 +86,8 @@ def walk_one(job: WalkJob) -> str:
 
 def write_rw_cams(cfg: RunConfig) -> dict[str, int]:
     """``OUT/cams_rw/<id>.npz`` for every image of the CAM split, over ``pseudo.workers`` processes
-    (the walk's sparse products and PAR use one core each); files already made are kept."""
+    (one torch thread each: on 2 cores 1.23x one process with two threads, ``scripts/bench.py walk``);
+    files already made are kept."""
     a = cfg.affinity
     out = rw_cam_dir(cfg)
     dataset, pending = pending_from_cams(cfg, cam_dir(cfg), out, ".npz")
