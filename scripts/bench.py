@@ -17,7 +17,9 @@ module, datamodule, augmentation, logging, checkpointing; steady state, after a 
 loop over the same model, batch shape and optimiser on batches prepared in advance (the compute limit),
 at the demo's settings and at 256 px (``--data DIR``: the 256 px rows on that folder dataset's photos,
 decoded from their files, instead of synthetic 320 px images); and that bare loop again with the
-weights in NCHW order (the speed-up of ``trainer.channels_last``).
+weights in NCHW order (the speed-up of ``trainer.channels_last``). Each row runs the stage and its two
+bare loops in turn ``--repeats`` times and prints the medians (the ratios are medians of each turn's
+ratio): one 32-step window moves by about 0.15 on a shared machine.
 ``export``: the ``cams`` stage (decode, multi-scale + flip, CAM method, files) against the bare no-grad
 forwards its scales need on prepared tensors, and the stage with one loader worker against its CPU
 default of none.
@@ -304,39 +306,45 @@ def bench_train(repeats: int, data: str | None = None) -> None:
     steps, warmup = 40, 8
     photos = f"photos of {data}" if data else "synthetic data"
     print(f"train: EfficientNet-Lite0 (ImageNet weights), demo rows synthetic, 256 px rows {photos}, "
-          f"{steps} steps, timed after step {warmup}")
+          f"{steps} steps, timed after step {warmup}, median of {repeats} runs of each (stage, bare loop "
+          "NHWC, bare loop NCHW in turn)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage, name, crop, batch, image_size in settings:
-            cfg = RunConfig(out=f"{tmp}/{stage}_{crop}", progress=False)
-            if data and crop == 256:
-                cfg.data.name, cfg.data.root = "folder", data
-            else:
-                cfg.data.root = f"{tmp}/synthetic_{image_size}"
-                cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
-            cfg.trainer.accelerator = "cpu"
-            section = cfg.classifier if stage == "classifier" else cfg.segmenter
-            section.crop_size, section.batch_size, section.max_steps = crop, batch, steps
-            if stage == "classifier":
-                stage_ips, module = stage_throughput(run_train_cls, cfg, section, warmup)
-                loss = lambda m, b: F.multilabel_soft_margin_loss(m(b["image"]), b["label"])  # noqa: E731
-            else:
-                stage_ips, module = stage_throughput(lambda c: run_train_seg(c, "gt"), cfg, section, warmup)
-                loss = lambda m, b: segmentation_loss(m(b["image"]), b["mask"])  # noqa: E731
-            datamodule = datamodule_for(cfg, section, "cls" if stage == "classifier" else "seg",
-                                        module.model.mean, module.model.std)
-            loader = iter(datamodule.train_dataloader())
-            batches = [next(loader) for _ in range(4)]
-            bare_ips = bare_throughput(module, batches, steps - warmup, loss)
-            nchw_ips = bare_throughput(set_memory_format(module, False), batches, steps - warmup, loss)
-            rows.append((f"{stage} {name} ({crop} px, batch {batch})", stage_ips, bare_ips, nchw_ips))
-    for label, stage_ips, bare_ips, nchw_ips in rows:
+            runs = []
+            for repeat in range(repeats):
+                cfg = RunConfig(out=f"{tmp}/{stage}_{crop}_{repeat}", progress=False)
+                if data and crop == 256:
+                    cfg.data.name, cfg.data.root = "folder", data
+                else:
+                    cfg.data.root = f"{tmp}/synthetic_{image_size}"
+                    cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
+                cfg.trainer.accelerator = "cpu"
+                section = cfg.classifier if stage == "classifier" else cfg.segmenter
+                section.crop_size, section.batch_size, section.max_steps = crop, batch, steps
+                if stage == "classifier":
+                    stage_ips, module = stage_throughput(run_train_cls, cfg, section, warmup)
+                    loss = lambda m, b: F.multilabel_soft_margin_loss(m(b["image"]), b["label"])  # noqa: E731
+                else:
+                    stage_ips, module = stage_throughput(lambda c: run_train_seg(c, "gt"), cfg, section, warmup)
+                    loss = lambda m, b: segmentation_loss(m(b["image"]), b["mask"])  # noqa: E731
+                datamodule = datamodule_for(cfg, section, "cls" if stage == "classifier" else "seg",
+                                            module.model.mean, module.model.std)
+                loader = iter(datamodule.train_dataloader())
+                batches = [next(loader) for _ in range(4)]
+                bare_ips = bare_throughput(module, batches, steps - warmup, loss)
+                nchw_ips = bare_throughput(set_memory_format(module, False), batches, steps - warmup, loss)
+                runs.append((stage_ips, bare_ips, nchw_ips))
+            medians = [statistics.median(column) for column in zip(*runs)]
+            ratios = [statistics.median(b / s for s, b, _ in runs), statistics.median(b / n for _, b, n in runs)]
+            rows.append((f"{stage} {name} ({crop} px, batch {batch})", *medians, *ratios))
+    for label, stage_ips, bare_ips, nchw_ips, _, _ in rows:
         print(f"  {label:<36} stage {stage_ips:6.1f} img/s   bare loop {bare_ips:6.1f} img/s   "
               f"bare loop NCHW {nchw_ips:6.1f} img/s")
-    for label, stage_ips, bare_ips, _ in rows:
-        print(f"  {label.split(' (')[0] + ' stage / bare loop':<36} {bare_ips / stage_ips:.2f}x   goal <= 1.15")
-    for label, _, bare_ips, nchw_ips in rows:
-        print(f"  {label.split(' (')[0] + ' bare loop NHWC / NCHW':<36} {bare_ips / nchw_ips:.2f}x   "
+    for label, *_, stage_ratio, _ in rows:
+        print(f"  {label.split(' (')[0] + ' stage / bare loop':<36} {stage_ratio:.2f}x   goal <= 1.15")
+    for label, *_, nhwc_ratio in rows:
+        print(f"  {label.split(' (')[0] + ' bare loop NHWC / NCHW':<36} {nhwc_ratio:.2f}x   "
               "(trainer.channels_last speed-up)")
 
 
@@ -397,9 +405,11 @@ QUALITY_ROWS = [("seed CAM (best threshold)", "pseudo", "seed_cam_miou"),
 
 
 def walk_detail(affinity) -> str:
-    """What the random-walk row's label adds: the background that competes with the walked classes, and PAR."""
+    """What the random-walk row's label adds: the background that competes with the walked classes, the
+    CAM power before the walk, and PAR."""
     walk = {"threshold": "IRN", "walk": "walked background, PSA"}[affinity.rw_background]
-    return f" ({walk})" + ", then PAR" * affinity.rw_par
+    power = f", CAMs ** {affinity.rw_cam_power:g}" if affinity.rw_cam_power != 1 else ""
+    return f" ({walk}{power})" + ", then PAR" * affinity.rw_par
 
 
 def bench_quality(data: str, config: str, out: str | None) -> None:

@@ -36,8 +36,10 @@ from wsss.affinity.losses import affinity_loss, reduce_labels
 from wsss.affinity.network import AffinityNet
 from wsss.affinity.propagate import RATIO_ARGMAX, background_score, foreground_ratio, propagate_cams
 from wsss.cli import main
+from wsss.config import AffinityConfig
 from wsss.data.base import read_image
 from wsss.data.palette import read_mask
+from wsss.errors import ConfigError
 from wsss.pseudo.storage import load_cams
 from wsss.pseudo.thresholds import cams_to_mask
 from wsss.stages.records import read_stages
@@ -134,6 +136,21 @@ def test_a_walked_background_stops_at_a_boundary_and_crosses_where_there_is_none
     assert irn.max() == pytest.approx(1.0) and not np.allclose(irn, walled)
     with pytest.raises(ValueError, match="background must be one of"):
         propagate_cams(_FixedBoundary(wall), image, cams, background="psa")
+
+
+def test_a_cam_power_above_one_gives_weak_activations_to_the_walked_background_and_keeps_the_core():
+    image = np.zeros((64, 64, 3), np.uint8)
+    cams = np.zeros((1, 64, 64), np.float32)
+    cams[:, :, :16] = 1.0
+    cams[:, :, 16:48] = 0.58  # above the background score 1 - 0.58 before the power, below it after
+    model = _FixedBoundary(torch.zeros(16, 16))
+    walk = dict(exp_times=1, background="walk", bg_power=1.0)
+    plain = propagate_cams(model, image, cams, **walk)[0] > RATIO_ARGMAX
+    sharp = propagate_cams(model, image, cams, cam_power=2.0, **walk)[0] > RATIO_ARGMAX
+    assert plain[:, :12].all() and sharp[:, :12].all()
+    assert not (sharp & ~plain).any() and sharp.sum() < 0.9 * plain.sum()
+    with pytest.raises(ConfigError, match="rw_cam_power must be > 0"):
+        AffinityConfig(rw_cam_power=0.0)
 
 
 def test_par_on_the_walked_background_refines_it_with_the_classes():
@@ -304,10 +321,11 @@ def test_a_killed_train_aff_resumes_and_its_masks_feed_the_segmenter(tmp_path, m
 
     monkeypatch.setattr(pseudo_rw, "propagate_cams", recorded)
     assert main(["pseudo", *base, "--affinity.rw_par", "true", "--affinity.rw_background", "walk",
-                 "--affinity.rw_bg_power", "0.8", "--overwrite", "pseudo-rw"]) == 0
+                 "--affinity.rw_bg_power", "0.8", "--affinity.rw_cam_power", "2", "--overwrite", "pseudo-rw"]) == 0
     record = read_stages(out)["pseudo_rw"]
     assert record["made_from"]["fields"]["affinity.rw_background"] == "walk"
-    assert len(walks) == 12 and {(w["background"], w["bg_power"], w["par"]) for w in walks} == {("walk", 0.8, True)}
+    assert len(walks) == 12
+    assert {(w["background"], w["bg_power"], w["cam_power"], w["par"]) for w in walks} == {("walk", 0.8, 2.0, True)}
     for mask_file in sorted((out / "pseudo_rw").glob("*.png")):  # PAR ran in the walk, not again on the masks
         walked, class_ids = load_cams(out / "cams_rw" / f"{mask_file.stem}.npz")
         np.testing.assert_array_equal(read_mask(mask_file),

@@ -89,7 +89,8 @@ def test_an_interrupted_stage_resumes_only_with_its_own_settings(run, capsys):
     ("train_cls", "classifier.prior_bias", "classifier.pooling", True, "true"),
     ("pseudo_rw", "affinity.rw_par", "affinity.exp_times", True, "true"),
     ("pseudo_rw", "affinity.rw_background", "affinity.exp_times", "walk", '"walk"'),
-    ("pseudo_rw", "affinity.rw_bg_power", "affinity.exp_times", 0.8, "0.8")])
+    ("pseudo_rw", "affinity.rw_bg_power", "affinity.exp_times", 0.8, "0.8"),
+    ("pseudo_rw", "affinity.rw_cam_power", "affinity.exp_times", 2.0, "2.0")])
 def test_a_field_added_later_counts_only_away_from_the_default_older_runs_were_made_with(stage, added, neighbour,
                                                                                           value, shown):
     cfg = RunConfig()

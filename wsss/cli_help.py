@@ -13,6 +13,7 @@ import textwrap
 import docstring_parser
 
 from wsss.config import RunConfig
+from wsss.stages.fingerprint import AFFINITY_WALK
 
 COMMAND_SECTIONS = {
     "train-cls": ["data", "trainer", "classifier"],
@@ -27,8 +28,7 @@ COMMAND_SECTIONS = {
 }
 # Sections a command reads only in part: the random walk of ``pseudo`` reads the walk's settings of
 # ``affinity``, not how the boundary network is trained.
-SECTION_FIELDS = {("pseudo", "affinity"): ("enabled", "rw_radius", "beta", "exp_times", "rw_background",
-                                          "rw_bg_power", "rw_par", "rw_bg_threshold")}
+SECTION_FIELDS = {("pseudo", "affinity"): ("enabled", *(name.split(".")[1] for name in AFFINITY_WALK))}
 ALL_SECTIONS = ["data", "trainer", "classifier", "cams", "clip", "affinity", "lvc", "pseudo", "segmenter"]
 TOP_LEVEL = {"train-cls": ["out", "seed", "progress"], "train-aff": ["out", "seed", "progress"], "train-lvc": ["out", "seed", "progress"], "cams": ["out", "progress"], "pseudo": ["out", "progress"],
              "train-seg": ["out", "seed", "progress"], "eval": ["out", "progress"], "predict": ["out", "progress"],

@@ -362,6 +362,9 @@ class AffinityConfig:
             classes; ``walk`` (PSA, not IRN): ``(1 - max cam) ** rw_bg_power`` is walked with them and
             ``OUT/cams_rw`` holds ``fg / (fg + bg)`` (0.5 = PSA's argmax).
         rw_bg_power: PSA's ``alpha`` (16 for VOC CAMs); only with ``walk``.
+        rw_cam_power: the max-normalised stride-4 class CAMs are raised to this power before the walk,
+            so weak activations spread less (1: IRN; AdvCAM's ``step/make_sem_seg_labels.py`` uses
+            1.5); ``walk``'s background score is made from the CAMs before it.
         rw_par: PAR on the walked maps (``threshold``: at the threshold found before PAR; ``walk``:
             background and classes together, before the sweep). Not IRN [proj-default: off].
         rw_bg_threshold: background score of the walked maps; None = the best threshold of a sweep
@@ -389,6 +392,7 @@ class AffinityConfig:
     exp_times: int = 8
     rw_background: str = "threshold"
     rw_bg_power: float = 16.0
+    rw_cam_power: float = 1.0
     rw_par: bool = False
     rw_bg_threshold: float | None = 0.25
 
@@ -400,6 +404,8 @@ class AffinityConfig:
                               f"got {self.rw_background!r}")
         if self.rw_bg_power <= 0:
             raise ConfigError(f"affinity.rw_bg_power must be > 0; got {self.rw_bg_power!r}")
+        if self.rw_cam_power <= 0:
+            raise ConfigError(f"affinity.rw_cam_power must be > 0; got {self.rw_cam_power!r}")
 
 
 @dataclass

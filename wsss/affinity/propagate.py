@@ -40,14 +40,15 @@ def foreground_ratio(walked: torch.Tensor) -> torch.Tensor:
 
 def propagate_cams(model: AffinityNet, image: np.ndarray, cams: np.ndarray, radius: int = 5, beta: float = 10.0,
                    exp_times: int = 8, background: str = "threshold", bg_power: float = 16.0,
-                   par: bool = False) -> np.ndarray:
+                   cam_power: float = 1.0, par: bool = False) -> np.ndarray:
     """Propagated maps float32 [K, H, W] in [0, 1] of ``cams`` [K, H, W] on ``image`` uint8 [H, W, 3]:
     the random walk on the stride-4 grid, bilinearly upsampled by 4 and cropped to the image.
 
     ``background="threshold"`` (IRN) walks the classes only and divides the maps by their maximum over
     all classes, for a constant background threshold. ``"walk"`` (PSA) also walks the background score
     of :func:`background_score` (made at full size and pooled like the CAMs) and returns
-    :func:`foreground_ratio`; ``par`` first refines the walked background and classes together with
+    :func:`foreground_ratio`. The pooled class CAMs are raised to ``cam_power`` before the walk (1:
+    IRN; 1.5: AdvCAM), the background score is made from them before. ``par`` first refines the walked background and classes together with
     PAR (only in this mode: with ``"threshold"`` the masks are refined, see ``affinity.rw_par``)."""
     if background not in RW_BACKGROUNDS:
         raise ValueError(f"background must be one of {RW_BACKGROUNDS}; got {background!r}")
@@ -58,7 +59,7 @@ def propagate_cams(model: AffinityNet, image: np.ndarray, cams: np.ndarray, radi
     with torch.no_grad():
         boundary = model.boundary(x)
     full = torch.from_numpy(np.asarray(cams, np.float32))
-    small = strided_cams(full, tuple(boundary.shape))
+    small = strided_cams(full, tuple(boundary.shape)) ** cam_power
     if background == "walk":
         bg = F.interpolate(background_score(full, bg_power)[None], size=tuple(boundary.shape), mode="area")[0]
         small = torch.cat([bg, small])

@@ -35,7 +35,8 @@ NOT_FINGERPRINTED = {
 # Fields added after runs were recorded without them, with the default that reproduces those runs: at
 # that default a field stays out of the fingerprint, so an older run still matches and resumes.
 ADDED_WITH_DEFAULT = {"classifier.prior_bias": False, "affinity.rw_par": False,
-                      "affinity.rw_background": "threshold", "affinity.rw_bg_power": 16.0}
+                      "affinity.rw_background": "threshold", "affinity.rw_bg_power": 16.0,
+                      "affinity.rw_cam_power": 1.0}
 _NOT_ADDED = object()
 DATA_TRAIN = ("data.name", "data.root", "data.train_split", "data.val_split", "data.kwargs",
               "data.skip_bad_images")
@@ -45,7 +46,7 @@ AFFINITY_TRAIN = tuple(f"affinity.{name}" for name in (
     "backbone", "pretrained", "backbone_kwargs", "conf_fg_threshold", "conf_bg_threshold", "conf_crf", "radius",
     "optimizer", "lr", "weight_decay", "momentum", "max_steps", "batch_size", "crop_size", "scale_range"))
 AFFINITY_WALK = ("affinity.rw_radius", "affinity.beta", "affinity.exp_times", "affinity.rw_background",
-                 "affinity.rw_bg_power", "affinity.rw_par", "affinity.rw_bg_threshold")
+                 "affinity.rw_bg_power", "affinity.rw_cam_power", "affinity.rw_par", "affinity.rw_bg_threshold")
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "train_cls": ("seed", *DATA_TRAIN, *TRAINER, "classifier"),
     "cams": (*DATA_CAM, "cams"),

@@ -66,6 +66,7 @@ class WalkJob:
     exp_times: int
     background: str
     bg_power: float
+    cam_power: float
     par: bool
 
 
@@ -79,7 +80,8 @@ def walk_one(job: WalkJob) -> str:
     with torch.no_grad():
         walked = propagate_cams(boundary_net(job.ckpt, job.channels_last), read_image(job.image_path), cams,
                                 radius=job.radius, beta=job.beta, exp_times=job.exp_times,
-                                background=job.background, bg_power=job.bg_power, par=job.par)
+                                background=job.background, bg_power=job.bg_power, cam_power=job.cam_power,
+                                par=job.par)
     save_cams(job.out_path, walked, class_ids)
     return job.image_id
 
@@ -93,7 +95,7 @@ def write_rw_cams(cfg: RunConfig) -> dict[str, int]:
     dataset, pending = pending_from_cams(cfg, cam_dir(cfg), out, ".npz")
     jobs = [WalkJob(i, cam_dir(cfg) / f"{i}.npz", dataset.image_path(i), out / f"{i}.npz", affinity_ckpt(cfg),
                     cfg.trainer.channels_last, a.rw_radius, a.beta, a.exp_times, a.rw_background, a.rw_bg_power,
-                    a.rw_par) for i in pending]
+                    a.rw_cam_power, a.rw_par) for i in pending]
     try:
         run_pool(walk_one, jobs, cfg.pseudo.workers, "random walk -> cams_rw", cfg.progress)
     finally:  # a later train-aff may rewrite the checkpoint at the same path
