@@ -363,7 +363,7 @@ class AffinityConfig:
             ``OUT/cams_rw`` holds ``fg / (fg + bg)`` (0.5 = PSA's argmax).
         rw_bg_power: PSA's ``alpha`` (16 for VOC CAMs); only with ``walk``.
         rw_cam_power: the max-normalised stride-4 class CAMs are raised to this power before the walk,
-            so weak activations spread less (1: IRN; AdvCAM's ``step/make_sem_seg_labels.py`` uses
+            so that weak activations weigh less in the walk's averages (1: IRN; AdvCAM's ``step/make_sem_seg_labels.py`` uses
             1.5); ``walk``'s background score is made from the CAMs before it.
         rw_par: PAR on the walked maps (``threshold``: at the threshold found before PAR; ``walk``:
             background and classes together, before the sweep). Not IRN [proj-default: off].

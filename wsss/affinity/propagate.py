@@ -48,8 +48,9 @@ def propagate_cams(model: AffinityNet, image: np.ndarray, cams: np.ndarray, radi
     all classes, for a constant background threshold. ``"walk"`` (PSA) also walks the background score
     of :func:`background_score` (made at full size and pooled like the CAMs) and returns
     :func:`foreground_ratio`. The pooled class CAMs are raised to ``cam_power`` before the walk (1:
-    IRN; 1.5: AdvCAM), the background score is made from them before. ``par`` first refines the walked background and classes together with
-    PAR (only in this mode: with ``"threshold"`` the masks are refined, see ``affinity.rw_par``)."""
+    IRN; 1.5: AdvCAM); the background score comes from the CAMs before the power. ``par`` first
+    refines the walked background and classes together with PAR (only in this mode: with
+    ``"threshold"`` the masks are refined, see ``affinity.rw_par``)."""
     if background not in RW_BACKGROUNDS:
         raise ValueError(f"background must be one of {RW_BACKGROUNDS}; got {background!r}")
     h, w = image.shape[:2]
