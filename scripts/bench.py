@@ -34,6 +34,7 @@ supervised (val) mIoU and the wall seconds of every stage. It resumes like the p
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import os
 import shutil
@@ -198,9 +199,10 @@ def bench_walk(repeats: int) -> None:
     from PIL import Image
 
     from wsss.affinity.network import AffinityNet
+    from wsss.config import AffinityConfig
     from wsss.pseudo import save_cams
     from wsss.pseudo.labeler import run_pool
-    from wsss.stages.pseudo_rw import WalkJob, walk_one
+    from wsss.stages.pseudo_rw import WalkJob, walk_one, walk_settings
 
     n, (h, w) = 24, (240, 320)
     rng = np.random.default_rng(0)
@@ -215,12 +217,13 @@ def bench_walk(repeats: int) -> None:
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp / f"{i}.jpg")
             save_cams(tmp / f"{i}.npz", rng.random((3, h, w), dtype=np.float32), np.array([1, 4, 7]))
-        runs = iter(range(10 ** 6))
+        runs = itertools.count()
+        settings = walk_settings(AffinityConfig(exp_times=4, rw_background="walk", rw_bg_power=0.8, rw_par=True))
 
         def walk(processes: int):
             out = tmp / f"out{next(runs)}"
-            jobs = [WalkJob(str(i), tmp / f"{i}.npz", tmp / f"{i}.jpg", out / f"{i}.npz", ckpt, True, 5, 10.0, 4,
-                            "walk", 0.8, True) for i in range(n)]
+            jobs = [WalkJob(str(i), tmp / f"{i}.npz", tmp / f"{i}.jpg", out / f"{i}.npz", ckpt, True, settings)
+                    for i in range(n)]
             run_pool(walk_one, jobs, processes, "walk", progress=False)
 
         t_pool, t_loop = timed_interleaved([lambda: walk(workers), lambda: walk(1)], repeats)

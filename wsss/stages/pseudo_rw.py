@@ -14,7 +14,7 @@ import torch
 
 from wsss.affinity.network import AffinityNet
 from wsss.affinity.propagate import RATIO_ARGMAX, propagate_cams
-from wsss.config import RunConfig
+from wsss.config import AffinityConfig, RunConfig
 from wsss.data.base import read_image
 from wsss.errors import StageMissingError
 from wsss.eval.evaluate import evaluate_masks
@@ -51,9 +51,16 @@ def pseudo_rw_fingerprint(cfg: RunConfig, cams: str | None = None, train_aff: st
     return stage_fingerprint(cfg, "pseudo_rw", {"cams": cams, "train_aff": train_aff})
 
 
+def walk_settings(a: AffinityConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`~wsss.affinity.propagate.propagate_cams` that ``affinity`` sets."""
+    return dict(radius=a.rw_radius, beta=a.beta, exp_times=a.exp_times, background=a.rw_background,
+                bg_power=a.rw_bg_power, cam_power=a.rw_cam_power, par=a.rw_par)
+
+
 @dataclass(frozen=True)
 class WalkJob:
-    """One image's random walk (plain data: picklable for the pool; each worker loads the network once)."""
+    """One image's random walk (plain data: picklable for the pool; each worker loads the network once);
+    ``walk`` holds :func:`walk_settings`."""
 
     image_id: str
     cam_path: Path
@@ -61,13 +68,7 @@ class WalkJob:
     out_path: Path
     ckpt: Path
     channels_last: bool
-    radius: int
-    beta: float
-    exp_times: int
-    background: str
-    bg_power: float
-    cam_power: float
-    par: bool
+    walk: dict[str, Any]
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,9 +80,7 @@ def walk_one(job: WalkJob) -> str:
     cams, class_ids = load_cams(job.cam_path)
     with torch.no_grad():
         walked = propagate_cams(boundary_net(job.ckpt, job.channels_last), read_image(job.image_path), cams,
-                                radius=job.radius, beta=job.beta, exp_times=job.exp_times,
-                                background=job.background, bg_power=job.bg_power, cam_power=job.cam_power,
-                                par=job.par)
+                                **job.walk)
     save_cams(job.out_path, walked, class_ids)
     return job.image_id
 
@@ -90,12 +89,11 @@ def write_rw_cams(cfg: RunConfig) -> dict[str, int]:
     """``OUT/cams_rw/<id>.npz`` for every image of the CAM split, over ``pseudo.workers`` processes
     (one torch thread each: on 2 cores 1.23x one process with two threads, ``scripts/bench.py walk``);
     files already made are kept."""
-    a = cfg.affinity
     out = rw_cam_dir(cfg)
     dataset, pending = pending_from_cams(cfg, cam_dir(cfg), out, ".npz")
+    walk = walk_settings(cfg.affinity)
     jobs = [WalkJob(i, cam_dir(cfg) / f"{i}.npz", dataset.image_path(i), out / f"{i}.npz", affinity_ckpt(cfg),
-                    cfg.trainer.channels_last, a.rw_radius, a.beta, a.exp_times, a.rw_background, a.rw_bg_power,
-                    a.rw_cam_power, a.rw_par) for i in pending]
+                    cfg.trainer.channels_last, walk) for i in pending]
     try:
         run_pool(walk_one, jobs, cfg.pseudo.workers, "random walk -> cams_rw", cfg.progress)
     finally:  # a later train-aff may rewrite the checkpoint at the same path
