@@ -290,7 +290,10 @@ def bare_throughput(module, batches: list[dict], steps: int, loss_fn) -> float:
     return steps * batches[0]["image"].shape[0] / (time.perf_counter() - start)
 
 
-def bench_train(repeats: int, data: str | None = None) -> None:
+def train_turn(stage: str, crop: int, batch: int, image_size: int, data: str | None, out: str, synthetic: str,
+               steps: int, warmup: int) -> tuple[float, float, float]:
+    """One turn of a ``train`` row: images per second of the stage, of the bare loop (NHWC) and of the
+    bare loop with NCHW weights, on the same model, batch shape and optimiser."""
     import torch.nn.functional as F
 
     from wsss.config import RunConfig
@@ -300,6 +303,31 @@ def bench_train(repeats: int, data: str | None = None) -> None:
     from wsss.stages.train_seg import run_train_seg
     from wsss.train.segmentation import segmentation_loss
 
+    cfg = RunConfig(out=out, progress=False)
+    if data and crop == 256:
+        cfg.data.name, cfg.data.root = "folder", data
+    else:
+        cfg.data.root = synthetic
+        cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
+    cfg.trainer.accelerator = "cpu"
+    section = cfg.classifier if stage == "classifier" else cfg.segmenter
+    section.crop_size, section.batch_size, section.max_steps = crop, batch, steps
+    if stage == "classifier":
+        stage_ips, module = stage_throughput(run_train_cls, cfg, section, warmup)
+        loss = lambda m, b: F.multilabel_soft_margin_loss(m(b["image"]), b["label"])  # noqa: E731
+    else:
+        stage_ips, module = stage_throughput(lambda c: run_train_seg(c, "gt"), cfg, section, warmup)
+        loss = lambda m, b: segmentation_loss(m(b["image"]), b["mask"])  # noqa: E731
+    datamodule = datamodule_for(cfg, section, "cls" if stage == "classifier" else "seg",
+                                module.model.mean, module.model.std)
+    loader = iter(datamodule.train_dataloader())
+    batches = [next(loader) for _ in range(4)]
+    bare_ips = bare_throughput(module, batches, steps - warmup, loss)
+    nchw_ips = bare_throughput(set_memory_format(module, False), batches, steps - warmup, loss)
+    return stage_ips, bare_ips, nchw_ips
+
+
+def bench_train(repeats: int, data: str | None = None) -> None:
     settings = [
         ("classifier", "demo", 128, 16, 128),
         ("classifier", "256 px", 256, 8, 320),
@@ -314,30 +342,8 @@ def bench_train(repeats: int, data: str | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage, name, crop, batch, image_size in settings:
-            runs = []
-            for repeat in range(repeats):
-                cfg = RunConfig(out=f"{tmp}/{stage}_{crop}_{repeat}", progress=False)
-                if data and crop == 256:
-                    cfg.data.name, cfg.data.root = "folder", data
-                else:
-                    cfg.data.root = f"{tmp}/synthetic_{image_size}"
-                    cfg.data.kwargs = {"n_train": 200, "n_val": 20, "image_size": image_size}
-                cfg.trainer.accelerator = "cpu"
-                section = cfg.classifier if stage == "classifier" else cfg.segmenter
-                section.crop_size, section.batch_size, section.max_steps = crop, batch, steps
-                if stage == "classifier":
-                    stage_ips, module = stage_throughput(run_train_cls, cfg, section, warmup)
-                    loss = lambda m, b: F.multilabel_soft_margin_loss(m(b["image"]), b["label"])  # noqa: E731
-                else:
-                    stage_ips, module = stage_throughput(lambda c: run_train_seg(c, "gt"), cfg, section, warmup)
-                    loss = lambda m, b: segmentation_loss(m(b["image"]), b["mask"])  # noqa: E731
-                datamodule = datamodule_for(cfg, section, "cls" if stage == "classifier" else "seg",
-                                            module.model.mean, module.model.std)
-                loader = iter(datamodule.train_dataloader())
-                batches = [next(loader) for _ in range(4)]
-                bare_ips = bare_throughput(module, batches, steps - warmup, loss)
-                nchw_ips = bare_throughput(set_memory_format(module, False), batches, steps - warmup, loss)
-                runs.append((stage_ips, bare_ips, nchw_ips))
+            runs = [train_turn(stage, crop, batch, image_size, data, f"{tmp}/{stage}_{crop}_{repeat}",
+                               f"{tmp}/synthetic_{image_size}", steps, warmup) for repeat in range(repeats)]
             medians = [statistics.median(column) for column in zip(*runs)]
             ratios = [statistics.median(b / s for s, b, _ in runs), statistics.median(b / n for _, b, n in runs)]
             rows.append((f"{stage} {name} ({crop} px, batch {batch})", *medians, *ratios))
